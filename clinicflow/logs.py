@@ -1,0 +1,61 @@
+"""Logging set-up and a timer that reports each stage's progress and duration."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import Iterator
+from typing import Any
+
+_FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
+
+
+def configure(level: str = "INFO") -> None:
+    """Send ClinicFlow's loggers to stderr (the CLI; under Airflow its task log handler is used)."""
+    root = logging.getLogger("clinicflow")
+    if not any(getattr(h, "_clinicflow", False) for h in logging.getLogger().handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter(_FORMAT, "%H:%M:%S"))
+        handler._clinicflow = True  # type: ignore[attr-defined]
+        logging.getLogger().addHandler(handler)
+    logging.getLogger().setLevel(logging.WARNING)
+    for name in ("clinicflow", "pipelines", "features", "training", "scoring", "optimization", "dags"):
+        logging.getLogger(name).setLevel(level)
+    root.setLevel(level)
+
+
+class Timer:
+    """Measures a stage; ``timer.rows`` and ``timer.details`` may be set inside the block."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.rows: int | None = None
+        self.details: dict[str, Any] = {}
+        self.started = time.perf_counter()
+        self.seconds = 0.0
+
+    @property
+    def elapsed(self) -> float:
+        return time.perf_counter() - self.started
+
+
+@contextlib.contextmanager
+def timed(name: str, logger: logging.Logger | None = None) -> Iterator[Timer]:
+    """Log the start and end of a stage with its duration (and row rate, if rows were set)."""
+    logger = logger or logging.getLogger("clinicflow")
+    timer = Timer(name)
+    logger.info("%s: started", name)
+    try:
+        yield timer
+    except BaseException:
+        timer.seconds = timer.elapsed
+        logger.error("%s: failed after %.2fs", name, timer.seconds)
+        raise
+    timer.seconds = timer.elapsed
+    if timer.rows is not None:
+        rate = timer.rows / timer.seconds if timer.seconds > 0 else float("inf")
+        logger.info("%s: done in %.2fs, %d rows (%.0f rows/s)", name, timer.seconds, timer.rows, rate)
+    else:
+        logger.info("%s: done in %.2fs", name, timer.seconds)

@@ -1,0 +1,225 @@
+"""One typed settings object, read from environment variables and an optional ``.env`` file.
+
+Every variable is prefixed ``CLINICFLOW_`` and documented in ``.env.example``. A missing or invalid
+value raises :class:`~clinicflow.errors.ConfigError` whose message names the variable and what it
+expects; the command line prints that message without a traceback.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from clinicflow.errors import ConfigError
+
+ENV_PREFIX = "CLINICFLOW_"
+ENV_FILE_VARIABLE = "CLINICFLOW_ENV_FILE"
+
+#: Values shipped in ``.env.example``; production mode refuses to start with them.
+EXAMPLE_SECRETS = frozenset({"change-me-to-a-long-random-string", "change-me", "example", "secret"})
+
+SourceKind = Literal["medialog", "fhir", "csv"]
+
+
+class SourceConfig(BaseModel):
+    """One appointment source: a Medialog database, a FHIR export or a CSV export."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    name: Annotated[str, Field(pattern=r"^[a-z][a-z0-9_]{0,39}$")]
+    kind: SourceKind
+    #: SQLAlchemy URL of a Medialog database (``mssql+pymssql://user:password@host/db``).
+    url: SecretStr | None = None
+    #: Airflow connection id to take the URL from instead of ``url`` (Airflow runs only).
+    airflow_conn_id: str | None = None
+    #: File or folder of a FHIR (Bundle/NDJSON) or CSV export.
+    path: Path | None = None
+    #: Format of a CSV export; ``vitoria`` is the public Vitória no-show data set.
+    format: Literal["vitoria", "canonical"] | None = None
+    #: Free-form options for the connector (no-show rule, grace period, re-read window, ...).
+    options: dict[str, Any] = Field(default_factory=dict)
+
+    @model_validator(mode="after")
+    def _check_location(self) -> SourceConfig:
+        if self.kind == "medialog" and self.url is None and self.airflow_conn_id is None:
+            raise ValueError(f"source {self.name!r} (medialog) needs 'url' or 'airflow_conn_id'")
+        if self.kind in ("fhir", "csv") and self.path is None:
+            raise ValueError(f"source {self.name!r} ({self.kind}) needs 'path'")
+        return self
+
+
+class Settings(BaseSettings):
+    """ClinicFlow's configuration. Field ``x`` is read from ``CLINICFLOW_X``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        case_sensitive=False,
+        validate_default=True,
+    )
+
+    #: ``development`` (defaults filled in for you) or ``production`` (example secrets refused).
+    env: Literal["development", "production"] = "development"
+    #: Folder for local state: embedded PostgreSQL, Airflow home, MLflow artifacts, GX Data Docs.
+    home: Path = Path(".clinicflow")
+    #: Warehouse PostgreSQL URL. Empty: an embedded PostgreSQL is started in ``<home>/pgdata``.
+    database_url: SecretStr | None = None
+    #: Airflow metadata database. Empty: database ``<warehouse>_airflow`` on the warehouse server.
+    airflow_database_url: SecretStr | None = None
+    #: MLflow tracking and registry store. Empty: database ``<warehouse>_mlflow`` on the warehouse server.
+    mlflow_tracking_uri: SecretStr | None = None
+    #: Where MLflow stores artifacts. Empty: ``<home>/mlartifacts``.
+    mlflow_artifact_root: str | None = None
+    #: Optuna study storage. Empty: database ``<warehouse>_optuna`` on the warehouse server.
+    optuna_storage: SecretStr | None = None
+    #: Key of the HMAC that turns patient ids into pseudonymous keys. At least 16 characters.
+    pseudonym_secret: SecretStr | None = None
+    #: The clinic's time zone: appointment times and the nightly schedule are in it.
+    timezone: str = "Europe/Moscow"
+    #: Appointment sources, a JSON list of objects (see ``SourceConfig`` and ``.env.example``).
+    sources: Annotated[list[SourceConfig], NoDecode] = Field(default_factory=list)
+    #: Days ahead that a nightly run scores and optimises.
+    horizon_days: Annotated[int, Field(ge=1, le=60)] = 7
+    #: Logging level of ClinicFlow's own loggers.
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
+
+    @field_validator("home", mode="after")
+    @classmethod
+    def _absolute_home(cls, value: Path) -> Path:
+        return value.expanduser().resolve()
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown IANA time zone {value!r} (e.g. Europe/Moscow)") from exc
+        return value
+
+    @field_validator("sources", mode="before")
+    @classmethod
+    def _parse_sources(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            import json
+
+            text = value.strip()
+            if not text:
+                return []
+            try:
+                return json.loads(text)
+            except json.JSONDecodeError as exc:
+                raise ValueError(f"not valid JSON ({exc.msg} at character {exc.pos})") from exc
+        return value
+
+    @field_validator("pseudonym_secret")
+    @classmethod
+    def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and len(value.get_secret_value()) < 16:
+            raise ValueError("must be at least 16 characters long")
+        return value
+
+    @field_validator("database_url", "airflow_database_url", "optuna_storage", mode="before")
+    @classmethod
+    def _empty_is_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _production_rules(self) -> Settings:
+        names = [source.name for source in self.sources]
+        duplicates = sorted({name for name in names if names.count(name) > 1})
+        if duplicates:
+            raise ValueError(f"CLINICFLOW_SOURCES: duplicate source names {duplicates}")
+        if self.env == "production":
+            secret = self.pseudonym_secret.get_secret_value() if self.pseudonym_secret else None
+            if secret is None or secret in EXAMPLE_SECRETS:
+                raise ValueError(
+                    "CLINICFLOW_PSEUDONYM_SECRET: production mode needs a real secret "
+                    "(not empty, not the example value); generate one with "
+                    "`python3 -c 'import secrets; print(secrets.token_urlsafe(32))'`"
+                )
+            if self.database_url is None:
+                raise ValueError(
+                    "CLINICFLOW_DATABASE_URL: production mode needs an external PostgreSQL "
+                    "(postgresql+psycopg2://user:password@host:5432/clinicflow)"
+                )
+        return self
+
+    # ----------------------------------------------------------------------------------------------
+    def require_pseudonym_secret(self) -> bytes:
+        """The HMAC key, or a ConfigError naming the variable to set."""
+        if self.pseudonym_secret is None:
+            raise ConfigError(
+                "CLINICFLOW_PSEUDONYM_SECRET is not set: it is the key that turns patient ids into "
+                "pseudonymous keys (at least 16 characters; keep it stable and secret). "
+                "`clinicflow demo` writes a random one into .env for local use."
+            )
+        return self.pseudonym_secret.get_secret_value().encode("utf-8")
+
+    def source(self, name: str) -> SourceConfig:
+        for source in self.sources:
+            if source.name == name:
+                return source
+        known = ", ".join(s.name for s in self.sources) or "none configured"
+        raise ConfigError(f"CLINICFLOW_SOURCES has no source named {name!r} (known: {known})")
+
+    @property
+    def zone(self) -> ZoneInfo:
+        return ZoneInfo(self.timezone)
+
+    @property
+    def artifact_root(self) -> str:
+        return self.mlflow_artifact_root or str(self.home / "mlartifacts")
+
+    def describe(self) -> dict[str, str]:
+        """Effective settings with secrets masked, for ``clinicflow config``."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                shown = "********"
+            elif name == "sources":
+                shown = ", ".join(f"{s.name} ({s.kind})" for s in value) or "(none)"
+            else:
+                shown = "(default)" if value is None else str(value)
+            out[ENV_PREFIX + name.upper()] = shown
+        return out
+
+
+def _format_validation_error(exc: ValidationError) -> str:
+    lines = []
+    for error in exc.errors():
+        loc = [str(part) for part in error["loc"]]
+        variable = ENV_PREFIX + loc[0].upper() if loc else "configuration"
+        where = "".join(f"[{part}]" for part in loc[1:])
+        message = error["msg"].removeprefix("Value error, ")
+        given = error.get("input")
+        shown = "" if isinstance(given, dict | list) or given is None else f" (got {str(given)[:60]!r})"
+        if message.startswith(ENV_PREFIX):
+            lines.append(message)
+        else:
+            lines.append(f"{variable}{where}: {message}{shown}")
+    return "Invalid configuration:\n  " + "\n  ".join(lines) + "\nSee .env.example for every variable."
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read settings from the environment (and ``.env``); raise ConfigError on a bad value."""
+    env_file = os.environ.get(ENV_FILE_VARIABLE, ".env")
+    try:
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[call-arg]
+    except ValidationError as exc:
+        raise ConfigError(_format_validation_error(exc)) from None
+
+
+@functools.cache
+def get_settings() -> Settings:
+    """The process-wide settings (read once). Tests call ``get_settings.cache_clear()``."""
+    return load_settings()

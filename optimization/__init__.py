@@ -1,0 +1,1 @@
+"""ClinicFlow optimization stage."""

@@ -1,0 +1,1 @@
+"""Data pipelines: extraction from sources, validation, loading, health checks."""

