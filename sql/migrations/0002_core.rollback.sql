@@ -1,0 +1,11 @@
+DROP TABLE IF EXISTS ops.load_batch;
+DROP TABLE IF EXISTS ops.watermark;
+DROP TABLE IF EXISTS core.resource_day;
+DROP TABLE IF EXISTS core.slot;
+DROP TABLE IF EXISTS core.appointment;
+DROP TABLE IF EXISTS core.patient;
+DROP TABLE IF EXISTS core.resource;
+DROP TABLE IF EXISTS core.service;
+DROP TABLE IF EXISTS core.practitioner;
+DROP TABLE IF EXISTS core.department;
+DROP TABLE IF EXISTS core.branch;
