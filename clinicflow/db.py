@@ -172,6 +172,21 @@ def get_engine(purpose: Purpose = "warehouse", settings: Settings | None = None)
     return engine
 
 
+def engine_for_url(url: URL | str) -> Engine:
+    """A pooled engine for another PostgreSQL database (a demo source, an isolated backtest), created
+    on first use. Sources that are not PostgreSQL (Medialog on SQL Server) open their own engines in
+    their connector module."""
+    parsed = _parse(url, "database URL") if isinstance(url, str) else url
+    key = parsed.render_as_string(hide_password=False)
+    with _lock:
+        engine = _engines.get(key)
+        if engine is None:
+            ensure_database(parsed)
+            engine = sa.create_engine(parsed, pool_pre_ping=True, pool_size=4, max_overflow=4)
+            _engines[key] = engine
+    return engine
+
+
 def dispose_engines() -> None:
     """Close every pooled connection (tests, forked workers)."""
     with _lock:

@@ -81,8 +81,12 @@ class Extract:
     resource_days: pd.DataFrame | None = None
     #: True if ``appointments`` holds every appointment of the source (ids missing from it are deleted).
     full_snapshot: bool = False
-    #: Every appointment id that exists in the source now (hard-delete reconciliation), if known.
+    #: Every appointment id that exists in the source now with a start date in ``reconcile_window``
+    #: (hard-delete reconciliation): appointments of this source in that window that are missing
+    #: from it are marked ``deleted``. None: no reconciliation this run.
     existing_ids: pd.Series | None = None
+    #: [first day, last day) of start dates that ``existing_ids`` covers.
+    reconcile_window: tuple[date, date] | None = None
     #: New watermark per stream, saved only after the load commits.
     watermarks: dict[str, datetime] = field(default_factory=dict)
     #: Things the connector noticed and did not guess about (unknown status codes, ...).
