@@ -6,7 +6,27 @@ in the canonical columns below. The patient id is still the source's own id in
 written to the warehouse, and no other column may hold a name, phone or raw patient id.
 
 The loader then COPYs the frames into ``staging``, validates them with Great Expectations,
-quarantines failing rows and upserts the rest into ``core`` in one transaction.
+quarantines failing rows and upserts the rest into ``core`` in one transaction (see
+:mod:`pipelines.ingest` and docs/ingestion.md).
+
+Rules for a connector module ``pipelines/sources/<kind>.py``:
+
+* it exposes ``extract(request: ExtractRequest) -> Extract`` (the module itself is then a
+  :class:`Connector`), or ``create_connector(source: SourceConfig) -> Connector``;
+* it is read-only towards the source and writes nothing anywhere;
+* a source that cannot be reached raises :class:`clinicflow.errors.SourceUnavailableError`; input it
+  cannot read at all (a missing column, a wrong encoding) raises
+  :class:`clinicflow.errors.DataQualityError` saying what to fix;
+* a single row it cannot parse or map is still returned: the fields it could not read are None and
+  ``row_problems`` (optional column of ``appointments`` and ``patients``) says what was wrong, with
+  the raw value (never a name, phone or raw patient id); the loader quarantines such rows;
+* a status it cannot map is never guessed: ``status`` is None, the source's own value stays in
+  ``raw_status`` and the code is reported in ``Extract.problems``; the loader quarantines the row;
+* appointment times are the clinic's local wall-clock time (naive datetimes); a source that
+  stores UTC converts with the source's time zone (``options["timezone"]``, default
+  ``request.timezone``);
+* outcomes are extracted as the source has them: the loader masks outcomes not yet known at the
+  as-of date, so connectors need not.
 """
 
 from __future__ import annotations
@@ -40,10 +60,12 @@ APPOINTMENT_COLUMNS = (
     "reminder_sent",         # boolean
     "rescheduled_from_id",   # text
     "raw_status",            # dict: the source's own status fields
-    "status",                # one of STATUSES
+    "status",                # one of STATUSES; None for a code the connector cannot map
     "status_changed_at",     # datetime64
     "source_updated_at",     # datetime64 (Medialog KRN_MODIFY_DATE)
 )
+#: Optional columns a connector may add to ``appointments`` and ``patients``.
+OPTIONAL_COLUMNS = ("row_problems",)  # text: what could not be parsed in the row (None if fine)
 PATIENT_COLUMNS = ("patient_source_id", "sex", "birth_year", "flags")
 BRANCH_COLUMNS = ("branch_id", "name")
 DEPARTMENT_COLUMNS = ("department_id", "name", "branch_id")
@@ -63,7 +85,11 @@ class ExtractRequest:
     source: SourceConfig
     as_of: date
     #: Highest source modification time already loaded, per stream (None: first load, read all).
+    #: The loader never saves a watermark later than the start of the as-of date, so rows changed on
+    #: or after it are read again by the next run.
     watermarks: dict[str, datetime | None] = field(default_factory=dict)
+    #: The clinic's IANA time zone (``CLINICFLOW_TIMEZONE``); appointment times are local to it.
+    timezone: str = "Europe/Moscow"
 
 
 @dataclass
