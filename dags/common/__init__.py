@@ -11,6 +11,8 @@ from typing import Any
 
 import pendulum
 
+from dags.common.callbacks import on_task_failure, on_task_retry
+
 OWNER = "clinicflow"
 TIMEZONE = pendulum.timezone(os.environ.get("CLINICFLOW_TIMEZONE", "Europe/Moscow"))
 START_DATE = pendulum.datetime(2026, 1, 1, tz=TIMEZONE)
@@ -22,6 +24,9 @@ DEFAULT_ARGS: dict[str, Any] = {
     "retry_exponential_backoff": True,
     "max_retry_delay": timedelta(minutes=30),
     "execution_timeout": timedelta(hours=2),
+    # One line saying what failed and why: to the task log and to ops.task_failure (dags/common/callbacks.py).
+    "on_failure_callback": on_task_failure,
+    "on_retry_callback": on_task_retry,
 }
 
 
