@@ -25,6 +25,7 @@ ENV_FILE_VARIABLE = "CLINICFLOW_ENV_FILE"
 EXAMPLE_SECRETS = frozenset({"change-me-to-a-long-random-string", "change-me", "example", "secret"})
 
 SourceKind = Literal["medialog", "fhir", "csv"]
+TrainAlgorithm = Literal["logreg", "tree", "forest", "xgboost", "lightgbm", "stacking"]
 
 
 class SourceConfig(BaseModel):
@@ -91,6 +92,33 @@ class Settings(BaseSettings):
     #: Logging level of ClinicFlow's own loggers.
     log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = "INFO"
 
+    # --- features and training (features/, training/) ---
+    #: Country of the production calendar behind the calendar features (ISO code, optionally -REGION).
+    holiday_country: str = "RU"
+    #: Local CSV of daily weather forecasts per branch (features/external.py); empty = no weather features.
+    weather_csv: Path | None = None
+    #: Days that nightly scoring rows of features.appointment_features are kept (training rows are kept).
+    features_retention_days: Annotated[int, Field(ge=1, le=3650)] = 60
+    #: Retrain every N days; the nightly run skips training in between (always trains if no champion).
+    train_every_days: Annotated[int, Field(ge=1, le=365)] = 7
+    #: Days of labelled history a training uses.
+    train_lookback_days: Annotated[int, Field(ge=28, le=3650)] = 730
+    #: Algorithms trained and compared: logreg, tree, forest, xgboost, lightgbm, stacking (JSON list or commas).
+    train_algorithms: Annotated[list[TrainAlgorithm], NoDecode] = Field(
+        default_factory=lambda: ["logreg", "tree", "forest", "xgboost", "lightgbm", "stacking"])
+    #: Optuna trials per training, shared by the tuned algorithms; 0 = default hyper-parameters.
+    train_optuna_trials: Annotated[int, Field(ge=0, le=10000)] = 30
+    #: Time budget of the Optuna tuning of one training, in seconds.
+    train_optuna_timeout_s: Annotated[int, Field(ge=1, le=86400)] = 900
+    #: Rolling-origin validation: number of folds, days per validation fold, embargo days before each fold.
+    train_folds: Annotated[int, Field(ge=2, le=20)] = 3
+    train_fold_days: Annotated[int, Field(ge=1, le=90)] = 7
+    train_embargo_days: Annotated[int, Field(ge=0, le=60)] = 7
+    #: Champion gate: the most recent days both models are judged on (held out of the folds).
+    train_gate_days: Annotated[int, Field(ge=1, le=180)] = 14
+    #: Champion gate: log-loss improvement a challenger needs (and it may not lose AUC).
+    train_gate_margin: Annotated[float, Field(ge=0, le=1)] = 0.001
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
@@ -120,6 +148,24 @@ class Settings(BaseSettings):
                 raise ValueError(f"not valid JSON ({exc.msg} at character {exc.pos})") from exc
         return value
 
+    @field_validator("train_algorithms", mode="before")
+    @classmethod
+    def _parse_algorithms(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            import json
+
+            text = value.strip()
+            if text.startswith("["):
+                try:
+                    value = json.loads(text)
+                except json.JSONDecodeError as exc:
+                    raise ValueError(f"not valid JSON ({exc.msg} at character {exc.pos})") from exc
+            else:
+                value = [part.strip() for part in text.split(",") if part.strip()]
+        if isinstance(value, list) and not value:
+            raise ValueError("needs at least one algorithm")
+        return value
+
     @field_validator("pseudonym_secret")
     @classmethod
     def _long_secret(cls, value: SecretStr | None) -> SecretStr | None:
@@ -127,7 +173,7 @@ class Settings(BaseSettings):
             raise ValueError("must be at least 16 characters long")
         return value
 
-    @field_validator("database_url", "airflow_database_url", "optuna_storage", mode="before")
+    @field_validator("database_url", "airflow_database_url", "optuna_storage", "weather_csv", mode="before")
     @classmethod
     def _empty_is_none(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
