@@ -1,0 +1,407 @@
+"""Compute point-in-time features in PostgreSQL and materialise them per run.
+
+Public API (also what the scoring stage uses):
+
+* :func:`build_features` — features as of a date for the booked appointments of the scoring horizon
+  (or for given appointments), written to ``features.appointment_features`` and returned as a frame;
+* :func:`build_training_features` — back-fills the training rows (each appointment as of its own day)
+  that no nightly run wrote: history before go-live, same-day bookings, a new feature-set version;
+* :func:`load_features` — reads materialised rows back;
+* :func:`run_features_stage` — the nightly task: calendar, training back-fill, horizon rows, retention.
+
+Every computation is one SQL statement (``sql/features/appointment_features.sql``) over a temporary
+table of targets (source, appointment_id, as_of); see that file for the visibility rules. Writing is
+idempotent: the rows of the same (version, appointment, as-of date) are replaced, never duplicated.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from functools import cache
+from typing import TYPE_CHECKING, Any
+
+import sqlalchemy as sa
+
+from clinicflow import db
+from clinicflow.errors import ClinicFlowError
+from clinicflow.logs import timed
+from clinicflow.paths import SQL_DIR
+from clinicflow.settings import Settings, get_settings
+from features import calendar, definitions
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+log = logging.getLogger(__name__)
+
+FEATURE_SQL = SQL_DIR / "features" / "appointment_features.sql"
+OUTCOME_STATUSES = ("arrived", "fulfilled", "noshow")
+INACTIVE_STATUSES = ("cancelled_by_patient", "cancelled_by_clinic", "cancelled_unknown", "rescheduled", "deleted")
+_INACTIVE_SQL = ", ".join(f"'{s}'" for s in INACTIVE_STATUSES)
+_OUTCOME_SQL = ", ".join(f"'{s}'" for s in OUTCOME_STATUSES)
+
+
+@cache
+def feature_sql() -> str:
+    if not FEATURE_SQL.is_file():
+        raise ClinicFlowError(f"{FEATURE_SQL} is missing: is the checkout complete?")
+    return FEATURE_SQL.read_text(encoding="utf-8")
+
+
+@dataclass(frozen=True)
+class BuildOptions:
+    """What a feature computation depends on besides the data (part of the feature-set version)."""
+
+    country: str = "RU"
+    version: str = definitions.FEATURE_SET_VERSION
+
+    @classmethod
+    def from_settings(cls, settings: Settings, country: str | None = None) -> BuildOptions:
+        return cls(country=(country or settings.holiday_country).upper())
+
+
+def _engine(engine: sa.Engine | None, settings: Settings | None) -> sa.Engine:
+    return engine if engine is not None else db.get_engine("warehouse", settings)
+
+
+# --------------------------------------------------------------------------------------------------
+# targets
+
+
+def _create_targets(conn: sa.Connection) -> None:
+    conn.execute(sa.text("SET LOCAL work_mem = '256MB'"))
+    conn.execute(sa.text(
+        "CREATE TEMP TABLE ft_targets (source text NOT NULL, appointment_id text NOT NULL, as_of date NOT NULL, "
+        "PRIMARY KEY (source, appointment_id, as_of)) ON COMMIT DROP"
+    ))
+
+
+def _copy_targets(conn: sa.Connection, keys: pd.DataFrame) -> None:
+    buf = io.StringIO()
+    keys[["source", "appointment_id", "as_of"]].drop_duplicates().to_csv(buf, index=False, header=False)
+    buf.seek(0)
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.copy_expert("COPY ft_targets (source, appointment_id, as_of) FROM STDIN WITH (FORMAT csv)", buf)
+    finally:
+        cursor.close()
+
+
+def _horizon_targets_sql(sources: Sequence[str] | None) -> str:
+    """Appointments a run of :as_of scores: starting in [as_of, as_of + horizon), booked before as_of and
+    not cancelled, rescheduled or deleted before it."""
+    where_source = "AND a.source = ANY(:sources)" if sources else ""
+    return f"""
+        INSERT INTO ft_targets (source, appointment_id, as_of)
+        SELECT a.source, a.appointment_id, CAST(:as_of AS date)
+        FROM core.appointment a
+        WHERE a.start_at >= CAST(:as_of AS date) AND a.start_at < CAST(:as_of AS date) + :horizon
+          AND coalesce(a.booked_at, a.start_at) < CAST(:as_of AS date)
+          AND NOT (a.status IN ({_INACTIVE_SQL}) AND coalesce(a.status_changed_at, a.start_at) < CAST(:as_of AS date))
+          {where_source}
+    """
+
+
+def _training_targets_sql(sources: Sequence[str] | None, recompute: bool) -> str:
+    """Appointments with an outcome before :until, each as of its own day, lacking a row of this version."""
+    where_source = "AND a.source = ANY(:sources)" if sources else ""
+    missing = "" if recompute else """
+          AND NOT EXISTS (SELECT 1 FROM features.appointment_features f
+                          WHERE f.feature_set_version = :version AND f.source = a.source
+                            AND f.appointment_id = a.appointment_id AND f.as_of = a.start_at::date)"""
+    return f"""
+        INSERT INTO ft_targets (source, appointment_id, as_of)
+        SELECT a.source, a.appointment_id, a.start_at::date
+        FROM core.appointment a
+        WHERE a.status IN ({_OUTCOME_SQL})
+          AND a.start_at < CAST(:until AS date) AND a.start_at >= CAST(:since AS date)
+          {where_source}{missing}
+    """
+
+
+# --------------------------------------------------------------------------------------------------
+# computation
+
+
+def _ensure_reference(conn: sa.Connection, options: BuildOptions) -> None:
+    calendar.materialise(options.country, conn)
+    conn.execute(sa.text(
+        "INSERT INTO features.feature_set (version, description, columns) VALUES (:v, :d, CAST(:c AS jsonb)) "
+        "ON CONFLICT (version) DO UPDATE SET columns = EXCLUDED.columns, description = EXCLUDED.description"
+    ), {"v": options.version, "d": "appointment features, see features/definitions.py",
+        "c": json.dumps(definitions.catalogue())})
+
+
+def _compute(conn: sa.Connection, options: BuildOptions, settings: Settings) -> int:
+    """Fill the temp table ft_result from ft_targets; return its row count."""
+    conn.execute(sa.text("ANALYZE ft_targets"))
+    conn.execute(
+        sa.text("CREATE TEMP TABLE ft_result ON COMMIT DROP AS " + feature_sql()),
+        {
+            "country": options.country,
+            "patient_prior_weight": definitions.PATIENT_PRIOR_WEIGHT,
+            "context_prior_weight": definitions.CONTEXT_PRIOR_WEIGHT,
+            "window_lag": definitions.CONTEXT_WINDOW_DAYS - 1,
+        },
+    )
+    conn.execute(sa.text("ALTER TABLE ft_result ADD COLUMN external jsonb NOT NULL DEFAULT '{}'::jsonb"))
+    rows = conn.execute(sa.text("SELECT count(*) FROM ft_result")).scalar_one()
+    _apply_external(conn, settings)
+    return int(rows)
+
+
+def _apply_external(conn: sa.Connection, settings: Settings) -> None:
+    from features.external import configured_providers
+
+    providers = configured_providers(settings)
+    if not providers:
+        return
+    import pandas as pd
+
+    keys = pd.read_sql(sa.text(
+        "SELECT DISTINCT source, branch_id, start_at::date AS day, as_of FROM ft_result WHERE branch_id IS NOT NULL"
+    ), conn)
+    if keys.empty:
+        return
+    keys["day"] = pd.to_datetime(keys["day"]).dt.date
+    keys["as_of"] = pd.to_datetime(keys["as_of"]).dt.date
+    merged = keys.copy()
+    for provider in providers:
+        values = provider.values(keys)
+        value_cols = [c for c in values.columns if c not in ("source", "branch_id", "day", "as_of")]
+        renamed = values.rename(columns={c: f"{provider.name}_{c}" for c in value_cols})
+        merged = merged.merge(renamed, on=["source", "branch_id", "day", "as_of"], how="left")
+    value_cols = [c for c in merged.columns if c not in ("source", "branch_id", "day", "as_of")]
+    merged["external"] = [
+        json.dumps({c: float(v) for c, v in zip(value_cols, row, strict=True) if pd.notna(v)})
+        for row in merged[value_cols].itertuples(index=False, name=None)
+    ]
+    conn.execute(sa.text(
+        "CREATE TEMP TABLE ft_external (source text, branch_id text, day date, as_of date, external jsonb) "
+        "ON COMMIT DROP"
+    ))
+    buf = io.StringIO()
+    merged[["source", "branch_id", "day", "as_of", "external"]].to_csv(buf, index=False, header=False)
+    buf.seek(0)
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.copy_expert("COPY ft_external FROM STDIN WITH (FORMAT csv)", buf)
+    finally:
+        cursor.close()
+    conn.execute(sa.text(
+        "UPDATE ft_result r SET external = e.external FROM ft_external e WHERE e.source = r.source "
+        "AND e.branch_id = r.branch_id AND e.day = r.start_at::date AND e.as_of = r.as_of"
+    ))
+    log.info("external features from %s applied", ", ".join(p.name for p in providers))
+
+
+def _persist(conn: sa.Connection, options: BuildOptions) -> None:
+    columns = [row[0] for row in conn.execute(sa.text(
+        "SELECT column_name FROM information_schema.columns WHERE table_name = 'ft_result' "
+        "AND table_schema LIKE 'pg_temp%' ORDER BY ordinal_position"
+    ))]
+    column_list = ", ".join(columns)
+    conn.execute(sa.text(
+        "DELETE FROM features.appointment_features f USING ft_targets t WHERE f.feature_set_version = :v "
+        "AND f.source = t.source AND f.appointment_id = t.appointment_id AND f.as_of = t.as_of"
+    ), {"v": options.version})
+    conn.execute(sa.text(
+        f"INSERT INTO features.appointment_features (feature_set_version, {column_list}) "
+        f"SELECT :v, {column_list} FROM ft_result"
+    ), {"v": options.version})
+
+
+def _read_result(conn: sa.Connection, options: BuildOptions) -> pd.DataFrame:
+    import pandas as pd
+
+    frame = pd.read_sql(sa.text("SELECT * FROM ft_result ORDER BY source, appointment_id, as_of"), conn)
+    frame.insert(0, "feature_set_version", options.version)
+    return frame
+
+
+# --------------------------------------------------------------------------------------------------
+# public API
+
+
+def build_features(
+    as_of: date,
+    *,
+    appointments: pd.DataFrame | Sequence[tuple[str, str]] | None = None,
+    horizon_days: int | None = None,
+    sources: Sequence[str] | None = None,
+    persist: bool = True,
+    country: str | None = None,
+    settings: Settings | None = None,
+    engine: sa.Engine | None = None,
+) -> pd.DataFrame:
+    """Features as of ``as_of`` (the start of that day), one row per appointment.
+
+    Without ``appointments``: every appointment a nightly run of ``as_of`` scores — starting in
+    ``[as_of, as_of + horizon_days)`` (default ``CLINICFLOW_HORIZON_DAYS``), booked before ``as_of``
+    and not cancelled before it. With ``appointments`` (a frame with ``source``, ``appointment_id``
+    and optionally ``as_of`` per row, or (source, appointment_id) pairs): exactly those, each with its
+    own booking record even if it was booked later (a same-day booking as at its booking).
+
+    The rows are written to ``features.appointment_features`` (replacing the same keys) unless
+    ``persist`` is false, and returned with the key columns of :data:`definitions.KEY_COLUMNS`.
+    """
+    import pandas as pd
+
+    settings = settings or get_settings()
+    options = BuildOptions.from_settings(settings, country)
+    engine = _engine(engine, settings)
+    horizon = horizon_days if horizon_days is not None else settings.horizon_days
+    with timed(f"features as of {as_of}", log) as timer, engine.begin() as conn:
+        _ensure_reference(conn, options)
+        _create_targets(conn)
+        if appointments is None:
+            params: dict[str, Any] = {"as_of": as_of, "horizon": int(horizon)}
+            if sources:
+                params["sources"] = list(sources)
+            conn.execute(sa.text(_horizon_targets_sql(sources)), params)
+        else:
+            keys = (appointments.copy() if isinstance(appointments, pd.DataFrame)
+                    else pd.DataFrame(list(appointments), columns=["source", "appointment_id"]))
+            missing = {"source", "appointment_id"} - set(keys.columns)
+            if missing:
+                raise ClinicFlowError(f"build_features: appointments lack columns {sorted(missing)}")
+            if "as_of" not in keys.columns:
+                keys["as_of"] = as_of
+            keys["appointment_id"] = keys["appointment_id"].astype(str)
+            _copy_targets(conn, keys)
+        rows = _compute(conn, options, settings)
+        if persist:
+            _persist(conn, options)
+        frame = _read_result(conn, options)
+        timer.rows = rows
+    return frame
+
+
+def build_training_features(
+    until: date,
+    *,
+    since: date | None = None,
+    sources: Sequence[str] | None = None,
+    recompute: bool = False,
+    country: str | None = None,
+    settings: Settings | None = None,
+    engine: sa.Engine | None = None,
+) -> int:
+    """Write the training rows (each appointment with an outcome, as of its own day) for appointments
+    starting before ``until`` (and on or after ``since``) that have no row of this feature-set version
+    yet (all of them with ``recompute``). Returns the rows written."""
+    settings = settings or get_settings()
+    options = BuildOptions.from_settings(settings, country)
+    engine = _engine(engine, settings)
+    since = since or date(1900, 1, 1)
+    with timed(f"training features before {until}", log) as timer, engine.begin() as conn:
+        _ensure_reference(conn, options)
+        _create_targets(conn)
+        params: dict[str, Any] = {"until": until, "since": since, "version": options.version}
+        if sources:
+            params["sources"] = list(sources)
+        conn.execute(sa.text(_training_targets_sql(sources, recompute)), params)
+        targets = conn.execute(sa.text("SELECT count(*) FROM ft_targets")).scalar_one()
+        if targets == 0:
+            timer.rows = 0
+            return 0
+        rows = _compute(conn, options, settings)
+        _persist(conn, options)
+        timer.rows = rows
+    return rows
+
+
+def load_features(
+    *,
+    as_of: date | None = None,
+    training_until: date | None = None,
+    training_since: date | None = None,
+    appointments: pd.DataFrame | None = None,
+    with_labels: bool = False,
+    version: str = definitions.FEATURE_SET_VERSION,
+    settings: Settings | None = None,
+    engine: sa.Engine | None = None,
+) -> pd.DataFrame:
+    """Read materialised features.
+
+    ``as_of``: the rows a run of that date wrote (its scoring horizon). ``training_until``: training rows
+    (as of each appointment's own day) of appointments starting before it (and on or after
+    ``training_since``). ``with_labels`` adds ``status`` and ``label`` (1 = no-show) from core — only
+    outcomes before ``training_until`` are ever returned, so a training can never see a later one.
+    """
+    import pandas as pd
+
+    engine = _engine(engine, settings)
+    params: dict[str, Any] = {"v": version}
+    where = ["f.feature_set_version = :v"]
+    label_cols = ""
+    join = ""
+    if as_of is not None:
+        where.append("f.as_of = :as_of")
+        params["as_of"] = as_of
+    if training_until is not None:
+        where.append("f.as_of = f.start_at::date AND f.start_at < CAST(:until AS date)")
+        params["until"] = training_until
+        if training_since is not None:
+            where.append("f.start_at >= CAST(:since AS date)")
+            params["since"] = training_since
+    if with_labels:
+        if training_until is None:
+            raise ClinicFlowError("load_features(with_labels=True) needs training_until (labels are outcomes "
+                                  "known before it)")
+        join = "JOIN core.appointment a ON a.source = f.source AND a.appointment_id = f.appointment_id"
+        where.append(f"a.status IN ({_OUTCOME_SQL})")
+        label_cols = ", a.status, (a.status = 'noshow')::int AS label"
+    with engine.begin() as conn:
+        if appointments is not None:
+            conn.execute(sa.text(
+                "CREATE TEMP TABLE ft_targets (source text, appointment_id text, as_of date) ON COMMIT DROP"
+            ))
+            keys = appointments.copy()
+            if "as_of" not in keys.columns:
+                if as_of is None:
+                    raise ClinicFlowError("load_features(appointments=…) needs as_of or an as_of column")
+                keys["as_of"] = as_of
+            _copy_targets(conn, keys)
+            join += " JOIN ft_targets t ON t.source = f.source AND t.appointment_id = f.appointment_id " \
+                    "AND t.as_of = f.as_of"
+        sql = f"SELECT f.*{label_cols} FROM features.appointment_features f {join} WHERE {' AND '.join(where)} " \
+              "ORDER BY f.start_at, f.source, f.appointment_id"
+        frame = pd.read_sql(sa.text(sql), conn, params=params)
+    return frame.drop(columns=["computed_at"], errors="ignore")
+
+
+def prune(as_of: date, retention_days: int, *, settings: Settings | None = None,
+          engine: sa.Engine | None = None) -> int:
+    """Delete scoring rows older than the retention; training rows (as_of = start day) are kept."""
+    engine = _engine(engine, settings)
+    with engine.begin() as conn:
+        result = conn.execute(sa.text(
+            "DELETE FROM features.appointment_features WHERE as_of < :cut AND as_of <> start_at::date"
+        ), {"cut": as_of - timedelta(days=retention_days)})
+    return int(result.rowcount or 0)
+
+
+def run_features_stage(as_of: date, *, settings: Settings | None = None) -> dict[str, Any]:
+    """The nightly ``features`` task: training back-fill, the horizon's rows, retention. Idempotent."""
+    settings = settings or get_settings()
+    with timed(f"features stage for {as_of}", log) as timer:
+        training_rows = build_training_features(as_of, settings=settings)
+        frame = build_features(as_of, settings=settings)
+        pruned = prune(as_of, settings.features_retention_days, settings=settings)
+        timer.rows = training_rows + len(frame)
+    summary = {
+        "as_of": as_of.isoformat(),
+        "feature_set_version": definitions.FEATURE_SET_VERSION,
+        "training_rows_written": training_rows,
+        "scoring_rows": len(frame),
+        "rows_pruned": pruned,
+        "seconds": round(timer.seconds, 2),
+    }
+    log.info("features stage: %s", summary)
+    return summary
