@@ -119,6 +119,55 @@ class Settings(BaseSettings):
     #: Champion gate: log-loss improvement a challenger needs (and it may not lose AUC).
     train_gate_margin: Annotated[float, Field(ge=0, le=1)] = 0.001
 
+    # --- scoring and overbooking (scoring/, optimization/) ---
+    #: Predicted no-show probability from which a booked appointment is in the "medium" risk band.
+    risk_band_medium: Annotated[float, Field(gt=0, lt=1)] = 0.15
+    #: Predicted no-show probability from which a booked appointment is in the "high" risk band.
+    risk_band_high: Annotated[float, Field(gt=0, lt=1)] = 0.30
+    #: Cost of one slot of a patient's waiting (cost units; only ratios between the weights matter).
+    cost_waiting: Annotated[float, Field(ge=0)] = 0.5
+    #: Cost of one idle slot of a doctor.
+    cost_idle: Annotated[float, Field(ge=0)] = 1.0
+    #: Cost of one slot of overtime.
+    cost_overtime: Annotated[float, Field(ge=0)] = 1.5
+    #: Value of a patient seen (on top of the idle slot the visit avoids).
+    value_patient_seen: Annotated[float, Field(ge=0)] = 0.0
+    #: Most extra bookings the optimiser may put into one slot.
+    overbook_max_per_slot: Annotated[int, Field(ge=0, le=4)] = 1
+    #: Most extra bookings the optimiser may add to one resource-day.
+    overbook_max_per_day: Annotated[int, Field(ge=0, le=100)] = 6
+    #: Upper limit of a resource-day's expected overtime, in slots (empty: no limit).
+    overbook_max_expected_overtime: Annotated[float | None, Field(ge=0)] = 1.0
+    #: Upper limit of a resource-day's probability of any overtime (empty: no limit).
+    overbook_max_overtime_probability: Annotated[float | None, Field(ge=0, le=1)] = 0.35
+    #: Whether extras may go into free (unbooked) slots too; normally ordinary booking fills those.
+    overbook_free_slots: bool = False
+    #: Fairness term: cost units per slot of the worst-off patient group's mean expected wait (0 = off).
+    overbook_fairness_weight: Annotated[float, Field(ge=0)] = 0.0
+    #: Patient grouping of the fairness term.
+    overbook_fairness_group: Literal["age_band", "sex", "welfare", "risk_decile"] = "age_band"
+    #: Show probability assumed for an extra booking (empty: the model's average over the scored horizon).
+    overbook_extra_show_probability: Annotated[float | None, Field(gt=0, le=1)] = None
+    #: Wall-clock budget of the optimiser per resource-day, seconds.
+    optimizer_time_limit_s: Annotated[float, Field(gt=0, le=600)] = 1.0
+    #: Worker processes of the optimisation stage (0 = one per CPU core).
+    optimizer_workers: Annotated[int, Field(ge=0, le=64)] = 0
+
+    @field_validator("overbook_max_expected_overtime", "overbook_max_overtime_probability",
+                     "overbook_extra_show_probability", mode="before")
+    @classmethod
+    def _empty_means_none(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @model_validator(mode="after")
+    def _risk_bands_ordered(self) -> Settings:
+        if self.risk_band_medium >= self.risk_band_high:
+            raise ValueError(
+                f"CLINICFLOW_RISK_BAND_MEDIUM ({self.risk_band_medium}) must be below "
+                f"CLINICFLOW_RISK_BAND_HIGH ({self.risk_band_high})"
+            )
+        return self
+
     @field_validator("home", mode="after")
     @classmethod
     def _absolute_home(cls, value: Path) -> Path:
