@@ -227,9 +227,21 @@ def _canonical(request: base.ExtractRequest) -> base.Extract:
         frame = raw.replace("", None)
         for column in ("raw_status", "flags"):
             if column in frame.columns:
-                frame[column] = [json.loads(v) if v else {} for v in frame[column]]
+                frame[column] = [_json(v, source.name, path.name, column) for v in frame[column]]
         frames[name] = frame
     return base.Extract(full_snapshot=bool(source.options.get("snapshot", True)), **frames)
+
+
+def _json(value: str | None, source: str, file: str, column: str) -> dict[str, Any]:
+    if not value:
+        return {}
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        raise DataQualityError(f"{source}: {file}: column {column} holds {value[:40]!r}, not JSON") from None
+    if not isinstance(parsed, dict):
+        raise DataQualityError(f"{source}: {file}: column {column} must hold JSON objects, got {value[:40]!r}")
+    return parsed
 
 
 def extract(request: base.ExtractRequest) -> base.Extract:
