@@ -1,0 +1,248 @@
+"""Loading into core: idempotent re-runs, changes only where the source changed, as-of masking,
+reconciliation, and a failure injected mid-load that leaves the previous state intact."""
+
+from __future__ import annotations
+
+import secrets
+from datetime import date, datetime
+
+import pandas as pd
+import pytest
+import sqlalchemy as sa
+
+from clinicflow.errors import DataQualityError
+from pipelines import ingest, load
+from pipelines.sources.base import Extract
+from tests.pipelines.ingest_data import core_snapshot, source_json, vitoria_rows, write_vitoria
+
+AS_OF = date(2016, 5, 9)
+
+
+@pytest.fixture()
+def vitoria(tmp_path, settings_env, migrated_warehouse):
+    name = f"vit_{secrets.token_hex(3)}"
+    path = write_vitoria(tmp_path / "v.csv", vitoria_rows(40))
+    settings_env(sources=source_json(name, "csv", path, "vitoria"))
+    return name, path
+
+
+def test_rerunning_a_load_changes_nothing(vitoria, migrated_warehouse):
+    name, _ = vitoria
+    first = ingest.ingest(name, AS_OF)
+    assert first["core"]["appointment"] == {"inserted": 40, "updated": 0}
+    before = core_snapshot(migrated_warehouse, name)
+    for _ in range(2):
+        again = ingest.ingest(name, AS_OF)
+        assert again["core"]["appointment"] == {"inserted": 0, "updated": 0}
+        assert all(v == {"inserted": 0, "updated": 0} for k, v in again["core"].items() if k != "deleted")
+    assert core_snapshot(migrated_warehouse, name) == before  # updated_at and load_batch_id included
+    with migrated_warehouse.connect() as conn:
+        left = conn.execute(sa.text(
+            "SELECT count(*) FROM pg_tables WHERE schemaname = 'staging' AND tablename ~ '_b[0-9]+$' "
+            "AND substring(tablename from '_b([0-9]+)$')::bigint = ANY(:ids)"), {"ids": [first["batch_id"]]}).scalar()
+    assert left == 0, "staging partitions of a loaded batch are dropped"
+
+
+def test_as_of_masks_outcomes_and_a_later_run_reveals_them(vitoria, migrated_warehouse):
+    name, _ = vitoria
+    ingest.ingest(name, AS_OF)
+    with migrated_warehouse.connect() as conn:
+        rows = conn.execute(sa.text(
+            "SELECT start_at, status, raw_status FROM core.appointment WHERE source = :s"), {"s": name}).all()
+    later = [r for r in rows if r.start_at >= datetime(2016, 5, 9)]
+    assert later and all(r.status == "booked" and r.raw_status == {"masked": True} for r in later)
+    assert {r.status for r in rows if r.start_at < datetime(2016, 5, 9)} == {"noshow", "fulfilled"}
+    summary = ingest.ingest(name, date(2016, 5, 12))
+    revealed = sum(1 for r in later if r.start_at < datetime(2016, 5, 12))
+    assert summary["core"]["appointment"]["updated"] == revealed
+    with migrated_warehouse.connect() as conn:
+        masked = conn.execute(sa.text(
+            "SELECT count(*) FROM core.appointment WHERE source = :s AND raw_status = '{\"masked\": true}'"),
+            {"s": name}).scalar()
+    assert masked == len(later) - revealed
+
+
+def test_a_changed_source_updates_only_what_changed(vitoria, migrated_warehouse):
+    name, path = vitoria
+    first = ingest.ingest(name, AS_OF)
+    rows = vitoria_rows(40)
+    rows[1]["No-show"] = "Yes" if rows[1]["No-show"] == "No" else "No"  # an outcome corrected at the source
+    removed = rows.pop(5)                                                  # hard-deleted in the source
+    rows.append(dict(rows[0], AppointmentID="5699999"))                    # a new booking
+    write_vitoria(path, rows)
+    second = ingest.ingest(name, AS_OF)
+    assert second["core"]["appointment"] == {"inserted": 1, "updated": 1}
+    assert second["core"]["deleted"] == 1
+    with migrated_warehouse.connect() as conn:
+        batches = dict(conn.execute(sa.text(
+            "SELECT appointment_id, load_batch_id FROM core.appointment WHERE source = :s"), {"s": name}).all())
+        status = conn.execute(sa.text("SELECT status FROM core.appointment WHERE source = :s AND appointment_id = :a"),
+                              {"s": name, "a": removed["AppointmentID"]}).scalar()
+    assert status == "deleted"
+    changed = {rows[1]["AppointmentID"], "5699999", removed["AppointmentID"]}
+    assert {a for a, b in batches.items() if b == second["batch_id"]} == changed
+    assert {b for a, b in batches.items() if a not in changed} == {first["batch_id"]}
+
+
+def test_failure_mid_load_leaves_previous_state_and_next_run_completes(vitoria, migrated_warehouse, monkeypatch):
+    name, path = vitoria
+    ingest.ingest(name, AS_OF)
+    before = core_snapshot(migrated_warehouse, name)
+    rows = vitoria_rows(40)
+    for row in rows[:10]:
+        row["Age"] = str(int(row["Age"]) + 1)  # patients change
+        row["SMS_received"] = "1"               # appointments change
+    write_vitoria(path, rows)
+
+    def explode(step: str) -> None:
+        if step == "appointment":  # after patients and appointments were upserted, inside the transaction
+            raise RuntimeError("injected failure after the appointment upsert")
+
+    monkeypatch.setattr(load, "step_hook", explode)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        ingest.ingest(name, AS_OF)
+    assert core_snapshot(migrated_warehouse, name) == before
+    with migrated_warehouse.connect() as conn:
+        failed = conn.execute(sa.text(
+            "SELECT status, message, details->>'failed_stage' FROM ops.load_batch WHERE source = :s "
+            "ORDER BY load_batch_id DESC LIMIT 1"), {"s": name}).one()
+    assert failed[0] == "failed" and "injected failure" in failed[1] and failed[2] == "load"
+
+    monkeypatch.setattr(load, "step_hook", None)
+    done = ingest.ingest(name, AS_OF)
+    assert done["core"]["appointment"]["updated"] == sum(r["SMS_received"] == "0" for r in vitoria_rows(40)[:10])
+    assert done["core"]["patient"]["updated"] > 0
+    reference = core_snapshot(migrated_warehouse, name)
+    assert ingest.ingest(name, AS_OF)["core"]["appointment"] == {"inserted": 0, "updated": 0}
+    assert core_snapshot(migrated_warehouse, name) == reference
+
+
+def test_a_failing_trigger_rolls_back_the_whole_load(vitoria, migrated_warehouse):
+    """A real database error in the middle of the transaction (a trigger on core.appointment)."""
+    name, path = vitoria
+    ingest.ingest(name, AS_OF)
+    before = core_snapshot(migrated_warehouse, name)
+    rows = vitoria_rows(40)
+    new_sex = "M" if rows[0]["Gender"] == "F" else "F"
+    for row in rows:  # a patient change, upserted before the appointments
+        if row["PatientId"] == rows[0]["PatientId"]:
+            row["Gender"] = new_sex
+    rows[0]["SMS_received"] = "1" if rows[0]["SMS_received"] == "0" else "0"
+    write_vitoria(path, rows)
+    function = f"fail_{name}"
+    with migrated_warehouse.begin() as conn:
+        conn.execute(sa.text(
+            f"CREATE FUNCTION ops.{function}() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN "
+            f"IF NEW.source = '{name}' THEN RAISE EXCEPTION 'trigger says no'; END IF; RETURN NEW; END $$"))
+        conn.execute(sa.text(f"CREATE TRIGGER {function} BEFORE UPDATE ON core.appointment "
+                             f"FOR EACH ROW EXECUTE FUNCTION ops.{function}()"))
+    try:
+        with pytest.raises(Exception, match="trigger says no"):
+            ingest.ingest(name, AS_OF)
+        assert core_snapshot(migrated_warehouse, name) == before
+    finally:
+        with migrated_warehouse.begin() as conn:
+            conn.execute(sa.text(f"DROP TRIGGER {function} ON core.appointment"))
+            conn.execute(sa.text(f"DROP FUNCTION ops.{function}()"))
+    done = ingest.ingest(name, AS_OF)
+    assert done["core"]["patient"]["updated"] == 1 and done["core"]["appointment"]["updated"] == 1
+
+
+class _FrameSource:
+    """A source given as canonical frames (stands for a connector's output in these tests)."""
+
+    def __init__(self, extract: Extract) -> None:
+        self.result = extract
+
+    def extract(self, request):
+        self.request = request
+        return self.result
+
+
+def _frames(ids: list[str], start: str = "2026-11-02 09:00") -> Extract:
+    n = len(ids)
+    appointments = pd.DataFrame({
+        "appointment_id": ids, "patient_source_id": ["p1"] * n, "resource_id": ["r1"] * n, "practitioner_id": None,
+        "department_id": None, "branch_id": None, "service_id": None,
+        "start_at": pd.date_range(start, periods=n, freq="1D"), "duration_min": [20] * n,
+        "booked_at": pd.Timestamp("2026-10-01"), "channel": "web", "confirmed": True, "reminder_sent": False,
+        "rescheduled_from_id": None, "raw_status": [{"STATUS": 0}] * n, "status": ["booked"] * n,
+        "status_changed_at": pd.NaT, "source_updated_at": pd.Timestamp("2026-10-01"),
+    })
+    patients = pd.DataFrame({"patient_source_id": ["p1"], "sex": ["F"], "birth_year": [1980], "flags": [{}]})
+    resources = pd.DataFrame({"resource_id": ["r1"], "name": ["Dr"], "kind": ["practitioner"], "practitioner_id": None,
+                              "department_id": None, "branch_id": None, "no_overbook": False, "archived": False})
+    return Extract(appointments=appointments, patients=patients, resources=resources)
+
+
+def test_watermarks_are_saved_with_the_load_and_capped_at_as_of(settings_env, migrated_warehouse, monkeypatch,
+                                                                tmp_path):
+    name = f"wm_{secrets.token_hex(3)}"
+    settings_env(sources=source_json(name, "fhir", tmp_path))
+    extract = _frames(["a1", "a2", "a3"])
+    extract.watermarks = {"PLANNING": datetime(2026, 11, 1, 23, 0), "MOTCONSU": datetime(2026, 10, 30, 8, 0)}
+    extract.existing_ids = pd.Series(["a1", "a2", "a3"])
+    extract.reconcile_window = (date(2026, 11, 1), date(2026, 11, 30))
+    fake = _FrameSource(extract)
+    monkeypatch.setattr(ingest, "connector_for", lambda source: fake)
+    ingest.ingest(name, date(2026, 11, 1))
+    assert fake.request.watermarks == {}
+    assert ingest.read_watermarks(name) == {"PLANNING": datetime(2026, 11, 1), "MOTCONSU": datetime(2026, 10, 30, 8)}
+
+    # the next run: a2 was hard-deleted in the source; the watermark goes forward only with the load
+    extract2 = _frames(["a1"])
+    extract2.existing_ids = pd.Series(["a1", "a3"])
+    extract2.reconcile_window = (date(2026, 11, 1), date(2026, 11, 30))
+    extract2.watermarks = {"PLANNING": datetime(2026, 11, 2, 6, 0)}
+    fake.result = extract2
+    monkeypatch.setattr(load, "step_hook", lambda step: (_ for _ in ()).throw(RuntimeError("boom"))
+                        if step == "watermarks" else None)
+    with pytest.raises(RuntimeError):
+        ingest.ingest(name, date(2026, 11, 3))
+    assert ingest.read_watermarks(name)["PLANNING"] == datetime(2026, 11, 1)
+    monkeypatch.setattr(load, "step_hook", None)
+    summary = ingest.ingest(name, date(2026, 11, 3))
+    assert fake.request.watermarks["PLANNING"] == datetime(2026, 11, 1)
+    assert summary["core"]["deleted"] == 1
+    assert ingest.read_watermarks(name)["PLANNING"] == datetime(2026, 11, 2, 6, 0)
+    with migrated_warehouse.connect() as conn:
+        statuses = dict(conn.execute(sa.text(
+            "SELECT appointment_id, status FROM core.appointment WHERE source = :s"), {"s": name}).all())
+    assert statuses == {"a1": "booked", "a2": "deleted", "a3": "booked"}
+
+
+def test_prepare_enforces_the_contract():
+    extract = _frames(["a1"])
+    kwargs = {"source": "s", "as_of": date(2026, 11, 1), "secret": b"k" * 16, "zone": "Europe/Moscow"}
+    prepared = load.prepare(extract, **kwargs)
+    staged = prepared.frames["appointment"]
+    assert "patient_source_id" not in staged.columns
+    assert staged.loc[0, "patient_key"] == load.pseudonymise(pd.Series(["p1"]), b"k" * 16, "s")[0] != "p1"
+    with pytest.raises(DataQualityError, match=r"unexpected column\(s\) \['patient_name'\]"):
+        load.prepare(Extract(appointments=extract.appointments.assign(patient_name="X"),
+                             patients=extract.patients), **kwargs)
+    with pytest.raises(DataQualityError, match=r"missing column\(s\) \['status'\]"):
+        load.prepare(Extract(appointments=extract.appointments.drop(columns="status"),
+                             patients=extract.patients), **kwargs)
+    with pytest.raises(DataQualityError, match=r"appointments\.duration_min: not a number: 'twenty'"):
+        load.prepare(Extract(appointments=extract.appointments.assign(duration_min="twenty"),
+                             patients=extract.patients), **kwargs)
+
+
+def test_mask_as_of_rules():
+    frame = pd.DataFrame({
+        "start_at": pd.to_datetime(["2026-11-01 09:00", "2026-10-31 09:00", "2026-10-20 09:00", "2026-11-05 00:00"]),
+        "status": ["noshow", "fulfilled", "cancelled_by_patient", "cancelled_by_clinic"],
+        "status_changed_at": pd.to_datetime([None, "2026-10-31 10:00", "2026-11-01 08:00", "2026-10-29 00:00"]),
+        "raw_status": ['{"a":1}'] * 4,
+    })
+    assert load.mask_as_of(frame, date(2026, 11, 1)) == 2
+    assert frame["status"].tolist() == ["booked", "fulfilled", "booked", "cancelled_by_clinic"]
+    assert frame["outcome_masked"].tolist() == [True, False, True, False]
+    assert frame.loc[0, "raw_status"] == load.MASKED_RAW_STATUS
+
+
+def test_capped_watermarks():
+    capped = load.capped_watermarks({"a": datetime(2026, 11, 3, 5), "b": datetime(2026, 10, 1), "c": None},
+                                    date(2026, 11, 2))
+    assert capped == {"a": datetime(2026, 11, 2), "b": datetime(2026, 10, 1)}
