@@ -1,0 +1,133 @@
+"""Validation: failing rows are quarantined with the rules they broke (GX agrees with SQL), critical
+failures reject the batch with a message that says what to fix, and GX Data Docs are written."""
+
+from __future__ import annotations
+
+import logging
+import secrets
+from datetime import date
+from pathlib import Path
+
+import pytest
+import sqlalchemy as sa
+
+from clinicflow.errors import DataQualityError
+from pipelines import ingest, validation
+from tests.pipelines.ingest_data import source_json, vitoria_rows, write_vitoria
+
+AS_OF = date(2016, 5, 9)
+
+
+@pytest.fixture()
+def source(tmp_path, settings_env, migrated_warehouse):
+    def make(rows, **options):
+        name = f"val_{secrets.token_hex(3)}"
+        path = write_vitoria(tmp_path / f"{name}.csv", rows)
+        settings_env(sources=source_json(name, "csv", path, "vitoria", **options))
+        return name, path
+    return make
+
+
+def test_bad_rows_are_quarantined_with_their_rules(source, migrated_warehouse, caplog):
+    rows = vitoria_rows(40)
+    rows[0]["AppointmentDay"] = "2016-13-45T00:00:00Z"    # unparseable date
+    rows[1]["Age"] = "-1"                                  # negative age
+    rows[2]["No-show"] = "Maybe"                           # unknown outcome
+    rows[3]["AppointmentDay"] = "2031-05-03T00:00:00Z"     # outside the start window
+    rows[4]["AppointmentID"] = ""                          # no id
+    name, _ = source(rows)
+    with caplog.at_level(logging.INFO, logger="pipelines"):
+        summary = ingest.ingest(name, AS_OF)
+    assert summary["quarantined"]["appointment"] == 5
+    assert summary["core"]["appointment"]["inserted"] == 35
+    with migrated_warehouse.connect() as conn:
+        records = {r.row_no: r for r in conn.execute(sa.text(
+            "SELECT row_no, record_id, failed_expectations, problems, record, run_id FROM quarantine.record "
+            "WHERE source = :s AND entity = 'appointment'"), {"s": name})}
+        loaded = conn.execute(sa.text("SELECT count(*) FROM core.appointment WHERE source = :s"), {"s": name}).scalar()
+        batch = conn.execute(sa.text("SELECT * FROM ops.load_batch WHERE load_batch_id = :b"),
+                             {"b": summary["batch_id"]}).mappings().one()
+    assert loaded == 35
+    assert records[1].failed_expectations == ["start_at_present", "parsed_cleanly"]
+    assert "AppointmentDay: cannot parse '2016-13-45T00:00:00Z' as a date" in records[1].problems
+    assert "parsed_cleanly" in records[2].failed_expectations
+    assert "Age: cannot parse '-1' as an age of 0-120 years" in records[2].problems
+    assert records[3].failed_expectations == ["status_known"]
+    assert records[3].record["raw_status"] == {"No-show": "Maybe"}
+    assert records[4].failed_expectations == ["start_at_in_window"]
+    assert records[5].failed_expectations == ["appointment_id_present"]
+    for record in records.values():
+        assert record.run_id == batch["run_id"]
+        assert len(record.record["patient_key"]) == 32
+        assert rows[0]["PatientId"] not in str(record.record)
+    validation_summary = batch["details"]["validation"]
+    assert validation_summary["gx_consistent"] is True
+    assert validation_summary["gx_unexpected"]["appointment"]["status_known"] == 1
+    assert validation_summary["gx_success"] is False  # GX saw the failing rows and said so
+    docs = Path(summary["data_docs"])
+    assert docs.exists() and batch["data_docs"] == str(docs)
+    assert f"GX Data Docs of batch {summary['batch_id']}: {docs}" in caplog.text
+    pages = list(docs.parent.rglob("*.html"))
+    assert any("appointment" in p.name for p in pages) and len(pages) >= 3
+
+
+def test_duplicate_ids_reject_the_batch(source, migrated_warehouse):
+    rows = vitoria_rows(20)
+    rows[7]["AppointmentID"] = rows[3]["AppointmentID"]
+    name, _ = source(rows)
+    with pytest.raises(DataQualityError) as err:
+        ingest.ingest(name, AS_OF)
+    message = str(err.value)
+    assert "1 duplicate appointment appointment_id value(s)" in message
+    assert rows[3]["AppointmentID"] in message and "nothing loaded" in message and "fix the export" in message
+    assert "GX Data Docs:" in message
+    with migrated_warehouse.connect() as conn:
+        for table in ("appointment", "patient"):
+            assert conn.execute(sa.text(f"SELECT count(*) FROM core.{table} WHERE source = :s"),
+                                {"s": name}).scalar() == 0
+        status = conn.execute(sa.text("SELECT status, details->>'failed_stage' FROM ops.load_batch WHERE source = :s"),
+                              {"s": name}).one()
+    assert tuple(status) == ("failed", "validate")
+
+
+def test_too_many_bad_rows_reject_the_batch(source, migrated_warehouse):
+    rows = vitoria_rows(20)
+    for row in rows[:8]:
+        row["ScheduledDay"] = "29/04/2016 18:38"  # a wrong date format in a third of the file
+    name, _ = source(rows)
+    with pytest.raises(DataQualityError, match=r"8 of 20 appointments \(40%\) failed validation"):
+        ingest.ingest(name, AS_OF)
+    name, _ = source(rows, max_quarantine_fraction=0.5)
+    assert ingest.ingest(name, AS_OF)["quarantined"]["appointment"] == 8
+
+
+def test_row_volume_is_checked_against_previous_loads(source, migrated_warehouse, settings_env, tmp_path, caplog):
+    name, path = source(vitoria_rows(40))
+    ingest.ingest(name, AS_OF)
+    write_vitoria(path, vitoria_rows(5))
+    with caplog.at_level(logging.WARNING, logger="pipelines"):
+        summary = ingest.ingest(name, AS_OF)
+    assert "outside the expected range" in caplog.text
+    assert summary["core"]["deleted"] == 35
+    settings_env(sources=source_json(name, "csv", path, "vitoria", volume_action="fail"))
+    write_vitoria(path, vitoria_rows(40))
+    ingest.ingest(name, AS_OF)
+    write_vitoria(path, vitoria_rows(2))
+    with pytest.raises(DataQualityError, match="outside the expected range"):
+        ingest.ingest(name, AS_OF)
+
+
+def test_every_rule_has_an_expectation_and_unique_names():
+    import great_expectations as gx
+
+    limits = validation.Limits(as_of=AS_OF)
+    seen = set()
+    for rule in validation.RULES:
+        expectation = rule.expectation(gx.expectations, limits, ["r1"])
+        assert expectation.column  # a column expectation, evaluated on every staged row
+        assert (rule.entity, rule.name) not in seen
+        seen.add((rule.entity, rule.name))
+    with pytest.raises(Exception, match="volume_action"):
+        validation.Limits.from_options(AS_OF, {"volume_action": "ignore"})
+    assert validation.volume_range([], limits) is None
+    assert validation.volume_range([100, 120, 80], limits) == (20, 501)
