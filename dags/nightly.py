@@ -8,6 +8,10 @@ otherwise). The run's **as-of date** is its logical date in clinic time, or the 
 |---|---|---|
 | `migrate` | applies pending schema migrations from `sql/migrations` | warehouse schemas |
 | `health_check` | checks the warehouse, MLflow and every configured source | task log |
+| `list_sources` | reads the configured source names (`CLINICFLOW_SOURCES`) at run time | XCom |
+| `ingest` (per source) | extract, pseudonymise, mask after as-of, COPY | `staging`, `ops.load_batch` |
+| `validate` (per source) | quarantine failing rows, critical checks, GX suite + Data Docs | `quarantine`, `gx/` |
+| `load_core` (per source) | one transaction: upserts, deletes, watermarks | `core`, `ops.watermark` |
 
 Every task is idempotent for its as-of date: re-running a date replaces that date's results.
 Each task calls one function that also runs from the `clinicflow` command line.
@@ -18,6 +22,7 @@ from __future__ import annotations
 from airflow.sdk import Param, dag, get_current_context, task
 
 from dags.common import DEFAULT_ARGS, START_DATE, context_as_of
+from dags.common.assets import warehouse_asset
 
 
 @dag(
@@ -49,7 +54,61 @@ def nightly():
         checks = run_health_check()
         return [dict(d, as_of=as_of.isoformat()) for d in as_dicts(checks)]
 
-    migrate() >> health_check()
+    @task(doc_md="Names of the configured sources (`CLINICFLOW_SOURCES`), read at run time; the ingest "
+                 "tasks are mapped over them, one per source.")
+    def list_sources() -> list[str]:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from pipelines.ingest import list_sources as configured
+
+        names = configured()
+        if not names:
+            raise AirflowFailException("no sources configured: set CLINICFLOW_SOURCES (see .env.example)")
+        return names
+
+    @task(doc_md="Extract one source into staging: pseudonymise, mask outcomes after the as-of date, COPY "
+                 "(`clinicflow ingest` does this and the next two steps). Returns the load batch id.",
+          map_index_template="{{ source_name }}")
+    def ingest(source_name: str) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from clinicflow.errors import ConfigError, DataQualityError
+        from pipelines.ingest import stage_source
+
+        context = get_current_context()
+        context["source_name"] = source_name  # type: ignore[typeddict-unknown-key]
+        try:
+            return stage_source(source_name, context_as_of(context), run_id=context["run_id"])
+        except (DataQualityError, ConfigError) as exc:  # retrying cannot fix the input; an unreachable source can
+            raise AirflowFailException(str(exc)) from exc
+
+    @task(doc_md="Validate a staged batch: failing rows to quarantine.record, critical checks, the Great "
+                 "Expectations suite; the Data Docs path is in the task log.",
+          map_index_template="{{ source_name }}")
+    def validate(staged: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from clinicflow.errors import DataQualityError
+        from pipelines.ingest import validate_batch
+
+        get_current_context()["source_name"] = staged["source"]  # type: ignore[typeddict-unknown-key]
+        try:
+            return validate_batch(staged["batch_id"])
+        except DataQualityError as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    @task(doc_md="Load a validated batch into core in one transaction (upserts, reconciliation deletes, "
+                 "watermarks).", map_index_template="{{ source_name }}",
+          outlets=[warehouse_asset("core", "appointment")])
+    def load_core(validated: dict) -> dict:
+        from pipelines.ingest import load_batch
+
+        get_current_context()["source_name"] = validated["source"]  # type: ignore[typeddict-unknown-key]
+        return load_batch(validated["batch_id"])
+
+    sources = list_sources()
+    migrate() >> health_check() >> sources
+    load_core.expand(validated=validate.expand(staged=ingest.expand(source_name=sources)))
 
 
 nightly()
