@@ -59,7 +59,7 @@ APPOINTMENT_COLUMNS = (
     "confirmed",             # boolean
     "reminder_sent",         # boolean
     "rescheduled_from_id",   # text
-    "raw_status",            # dict: the source's own status fields
+    "raw_status",            # dict (or JSON object text): the source's own status fields
     "status",                # one of STATUSES; None for a code the connector cannot map
     "status_changed_at",     # datetime64
     "source_updated_at",     # datetime64 (Medialog KRN_MODIFY_DATE)

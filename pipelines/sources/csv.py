@@ -225,9 +225,13 @@ def _canonical(request: base.ExtractRequest) -> base.Extract:
             raise DataQualityError(f"{source.name}: {path.name}: missing column(s) {missing}, unexpected {extra} "
                                    "(canonical columns are listed in pipelines/sources/base.py)")
         frame = raw.replace("", None)
-        for column in ("raw_status", "flags"):
+        for column in ("raw_status", "flags"):  # JSON text goes to jsonb as it is; only its shape is checked
             if column in frame.columns:
-                frame[column] = [_json(v, source.name, path.name, column) for v in frame[column]]
+                text = frame[column].fillna("{}")
+                bad = ~text.str.lstrip().str.startswith("{")
+                if bad.any():
+                    _json(text[bad].iloc[0], source.name, path.name, column)
+                frame[column] = text
         frames[name] = frame
     return base.Extract(full_snapshot=bool(source.options.get("snapshot", True)), **frames)
 

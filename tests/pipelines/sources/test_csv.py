@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pandas as pd
 import pytest
 
@@ -103,7 +105,7 @@ def test_canonical_layout(tmp_path):
     (tmp_path / "patients.csv").write_text(",".join(PATIENT_COLUMNS) + "\np1,F,1980,{}\n")
     source = SourceConfig(name="can", kind="csv", format="canonical", path=tmp_path)
     extract = csv_source.extract(ExtractRequest(source=source, as_of=pd.Timestamp("2026-11-01").date()))
-    assert extract.appointments.loc[0, "raw_status"] == {"code": 1}
+    assert json.loads(extract.appointments.loc[0, "raw_status"]) == {"code": 1}  # JSON text, for COPY as is
     assert extract.appointments.loc[0, "channel"] == "web"
     assert extract.resources is None
     (tmp_path / "patients.csv").write_text("patient_source_id,sex,birth_year,flags,full_name\np1,F,1980,{},X\n")
