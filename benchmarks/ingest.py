@@ -1,0 +1,291 @@
+"""Ingest benchmark: N generated appointments end to end into ``core``, against ``DataFrame.to_sql``.
+
+    clinicflow bench ingest --appointments 1000000
+
+1. Generates a deterministic source of N appointments (about N/5 patients, 300 resources, two years
+   of history plus two weeks ahead, every canonical status) as a canonical CSV export. Preparing the
+   source is not timed.
+2. Runs the real ingest into a fresh warehouse database (``<warehouse>_bench_ingest``): connector →
+   pseudonymisation and as-of masking → COPY into staging → validation (SQL quarantine + GX suite on
+   a sample, Data Docs) → one upsert transaction into core. Reports each stage's seconds, rows/s and
+   peak memory (RSS above the start of the stage, sampled every 10 ms).
+3. Re-runs the same ingest (nothing changed: the upsert writes no row).
+4. Baseline, in the same run: ``DataFrame.to_sql`` of the same appointment rows (already prepared, so
+   it measures only the write) into a new table of the same database.
+
+The summary is printed and written to ``<CLINICFLOW_HOME>/bench/ingest-<timestamp>.json``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from contextlib import contextmanager
+from datetime import date, timedelta
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+SOURCE = "bench_ingest"
+
+
+class PeakMemory:
+    """Peak resident memory of this process above the value at start, sampled in a thread."""
+
+    def __init__(self, interval: float = 0.01) -> None:
+        import psutil
+
+        self.process = psutil.Process()
+        self.interval = interval
+        self.start = self.peak = self.process.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            self.peak = max(self.peak, self.process.memory_info().rss)
+            time.sleep(self.interval)
+
+    def __enter__(self) -> PeakMemory:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.process.memory_info().rss)
+
+    @property
+    def mib(self) -> float:
+        return (self.peak - self.start) / 2**20
+
+
+@contextmanager
+def measure(results: dict[str, Any], name: str, rows: int):
+    with PeakMemory() as memory:
+        started = time.perf_counter()
+        yield
+        seconds = time.perf_counter() - started
+    results[name] = {"seconds": round(seconds, 3), "rows": rows, "rows_per_s": round(rows / seconds),
+                     "peak_mib": round(memory.mib, 1)}
+    log.info("bench %s: %d rows in %.2fs (%.0f rows/s), peak +%.0f MiB", name, rows, seconds, rows / seconds,
+             memory.mib)
+
+
+def generate_canonical(folder: Path, n: int, as_of: date, seed: int = 20261101) -> None:
+    """A canonical CSV export (pipelines/sources/csv.py) of ``n`` appointments, written by pyarrow."""
+    import numpy as np
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
+
+    rng = np.random.default_rng(seed)
+    patients = max(1, n // 5)
+    resources = 300
+    days = rng.integers(-730, 14, n)
+    minutes = rng.integers(0, 32, n) * 20 + 8 * 60
+    start = np.datetime64(as_of.isoformat(), "m") + days.astype("timedelta64[D]") + minutes.astype("timedelta64[m]")
+    lead = rng.integers(0, 60, n).astype("timedelta64[D]") + rng.integers(0, 600, n).astype("timedelta64[m]")
+    statuses = np.array(["booked", "fulfilled", "noshow", "arrived", "cancelled_by_patient", "cancelled_by_clinic",
+                         "rescheduled"])
+    status = statuses[rng.choice(len(statuses), n, p=[0.08, 0.62, 0.12, 0.03, 0.1, 0.03, 0.02])]
+    past = days < 0
+    status = np.where(past | np.isin(status, ["cancelled_by_patient", "cancelled_by_clinic", "rescheduled"]),
+                      status, "booked")
+    resource = rng.integers(0, resources, n)
+    patient = rng.integers(0, patients, n)
+    ids = np.arange(10_000_000, 10_000_000 + n)
+    cancelled = np.isin(status, ["cancelled_by_patient", "cancelled_by_clinic"]).astype(int)
+    table = pa.table({
+        "appointment_id": pa.array(ids.astype(str)),
+        "patient_source_id": pa.array(np.char.add("P", patient.astype(str))),
+        "resource_id": pa.array(np.char.add("R", resource.astype(str))),
+        "practitioner_id": pa.array(np.char.add("D", resource.astype(str))),
+        "department_id": pa.array(np.char.add("DEP", (resource % 12).astype(str))),
+        "branch_id": pa.array(np.char.add("B", (resource % 4).astype(str))),
+        "service_id": pa.array(np.char.add("S", rng.integers(0, 40, n).astype(str))),
+        "start_at": pa.array(start.astype("datetime64[us]")),
+        "duration_min": pa.array(rng.choice([15, 20, 30], n)),
+        "booked_at": pa.array((start - lead).astype("datetime64[us]")),
+        "channel": pa.array(np.array(["phone", "web", "reception", "hub"])[rng.integers(0, 4, n)]),
+        "confirmed": pa.array(rng.random(n) < 0.8),
+        "reminder_sent": pa.array(rng.random(n) < 0.6),
+        "rescheduled_from_id": pa.nulls(n, pa.string()),
+        "raw_status": pa.array(np.char.add(np.char.add('{"STATUS": 0, "CANCELLED": ', cancelled.astype(str)), "}")),
+        "status": pa.array(status),
+        "status_changed_at": pa.nulls(n, pa.timestamp("us")),
+        "source_updated_at": pa.array((start - lead).astype("datetime64[us]")),
+    })
+    pacsv.write_csv(table, folder / "appointments.csv")
+    years = rng.integers(1935, 2020, patients)
+    pacsv.write_csv(pa.table({
+        "patient_source_id": pa.array(np.char.add("P", np.arange(patients).astype(str))),
+        "sex": pa.array(np.where(rng.random(patients) < 0.6, "F", "M")),
+        "birth_year": pa.array(years),
+        "flags": pa.array(np.full(patients, "{}")),
+    }), folder / "patients.csv")
+    pacsv.write_csv(pa.table({
+        "resource_id": pa.array([f"R{i}" for i in range(resources)]),
+        "name": pa.array([f"Doctor {i}" for i in range(resources)]),
+        "kind": pa.array(["practitioner"] * resources),
+        "practitioner_id": pa.array([f"D{i}" for i in range(resources)]),
+        "department_id": pa.array([f"DEP{i % 12}" for i in range(resources)]),
+        "branch_id": pa.array([f"B{i % 4}" for i in range(resources)]),
+        "no_overbook": pa.array([False] * resources),
+        "archived": pa.array([False] * resources),
+    }), folder / "resources.csv")
+
+
+def _use_database(url: str, source_path: Path) -> None:
+    """Point this process's settings at the benchmark database and source."""
+    from clinicflow import db
+    from clinicflow.settings import get_settings
+
+    os.environ["CLINICFLOW_DATABASE_URL"] = url
+    os.environ["CLINICFLOW_SOURCES"] = json.dumps([{
+        "name": SOURCE, "kind": "csv", "format": "canonical", "path": str(source_path),
+        "options": {"start_past_days": 800, "start_future_days": 60},
+    }])
+    if not os.environ.get("CLINICFLOW_PSEUDONYM_SECRET") and get_settings().pseudonym_secret is None:
+        os.environ["CLINICFLOW_PSEUDONYM_SECRET"] = secrets.token_urlsafe(24)
+    get_settings.cache_clear()
+    db.dispose_engines()
+
+
+def run(appointments: int, keep: bool = False) -> dict[str, Any]:
+    import sqlalchemy as sa
+
+    from clinicflow import db, migrations
+    from clinicflow.settings import get_settings
+
+    as_of = date.today()
+    warehouse = db.url_for("warehouse")
+    bench_url = warehouse.set(database=f"{warehouse.database}_bench_ingest")
+    admin = sa.create_engine(warehouse.set(database="postgres"), isolation_level="AUTOCOMMIT",
+                             poolclass=sa.pool.NullPool)
+    with admin.connect() as conn:
+        conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{bench_url.database}" WITH (FORCE)'))
+    workdir = Path(tempfile.mkdtemp(prefix="clinicflow-bench-"))
+    results: dict[str, Any] = {"appointments": appointments, "as_of": as_of.isoformat(), "cpu_count": os.cpu_count()}
+    try:
+        started = time.perf_counter()
+        generate_canonical(workdir, appointments, as_of)
+        log.info("bench: generated the source in %.1fs (%s)", time.perf_counter() - started, workdir)
+        _use_database(bench_url.render_as_string(hide_password=False), workdir)
+        migrations.upgrade(bench_url)
+        results["stages"] = _ingest_stages(appointments, as_of)
+        results["baseline"] = _to_sql_baseline(appointments, as_of)
+        results["ratios"] = _ratios(results)
+        out = get_settings().home / "bench"
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"ingest-{time.strftime('%Y%m%dT%H%M%S')}.json"
+        path.write_text(json.dumps(results, indent=2, default=str))
+        results["written_to"] = str(path)
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+        db.dispose_engines()
+        if not keep:
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{bench_url.database}" WITH (FORCE)'))
+        admin.dispose()
+    return results
+
+
+def _ingest_stages(n: int, as_of: date) -> dict[str, Any]:
+    from pipelines import ingest
+
+    stages: dict[str, Any] = {}
+    with measure(stages, "end_to_end", n):
+        with measure(stages, "extract_and_stage", n):
+            staged = ingest.stage_source(SOURCE, as_of, run_id="bench")
+        with measure(stages, "validate", n):
+            validated = ingest.validate_batch(staged["batch_id"])
+        with measure(stages, "load_core", n):
+            loaded = ingest.load_batch(staged["batch_id"])
+    stages["staging_to_core"] = {
+        "seconds": round(stages["validate"]["seconds"] + stages["load_core"]["seconds"], 3), "rows": n,
+    }
+    stages["staging_to_core"]["rows_per_s"] = round(n / stages["staging_to_core"]["seconds"])
+    stages["core_counts"] = loaded["core"]
+    stages["quarantined"] = validated["quarantined"]
+    stages["gx_mode"] = validated["gx_mode"]
+    with measure(stages, "rerun_unchanged", n):
+        again = ingest.ingest(SOURCE, as_of, run_id="bench-rerun")
+    stages["rerun_core_counts"] = again["core"]
+    return stages
+
+
+def _to_sql_baseline(n: int, as_of: date) -> dict[str, Any]:
+    """The same appointment rows, prepared exactly as the loader stages them, written with to_sql."""
+    from clinicflow import db
+    from clinicflow.settings import get_settings
+    from pipelines import ingest, load
+
+    settings = get_settings()
+    source = settings.source(SOURCE)
+    extract = ingest.connector_for(source).extract(
+        __import__("pipelines.sources.base", fromlist=["ExtractRequest"]).ExtractRequest(
+            source=source, as_of=as_of, timezone=settings.timezone))
+    prepared = load.prepare(extract, source=SOURCE, as_of=as_of, secret=settings.require_pseudonym_secret(),
+                            zone=settings.timezone)
+    frame = prepared.frames["appointment"]
+    del extract, prepared
+    results: dict[str, Any] = {}
+    engine = db.get_engine()
+    with measure(results, "to_sql", n):
+        frame.to_sql("appointment_to_sql", engine, schema="staging", if_exists="replace", index=False,
+                     chunksize=10_000)
+    return results["to_sql"]
+
+
+def _ratios(results: dict[str, Any]) -> dict[str, float]:
+    base = results["baseline"]["rows_per_s"]
+    stages = results["stages"]
+    return {
+        "end_to_end_vs_to_sql": round(stages["end_to_end"]["rows_per_s"] / base, 2),
+        "staging_to_core_vs_to_sql": round(stages["staging_to_core"]["rows_per_s"] / base, 2),
+        "load_core_vs_to_sql": round(stages["load_core"]["rows_per_s"] / base, 2),
+    }
+
+
+def print_report(results: dict[str, Any]) -> None:
+    stages = results["stages"]
+    print(f"\nIngest benchmark: {results['appointments']:,} appointments, as of {results['as_of']}, "
+          f"{results['cpu_count']} CPU(s)")
+    print(f"{'stage':<22}{'seconds':>10}{'rows/s':>12}{'peak MiB':>10}")
+    for name in ("extract_and_stage", "validate", "load_core", "end_to_end", "rerun_unchanged"):
+        s = stages[name]
+        print(f"{name:<22}{s['seconds']:>10.2f}{s['rows_per_s']:>12,}{s['peak_mib']:>10.0f}")
+    s = stages["staging_to_core"]
+    print(f"{'staging_to_core':<22}{s['seconds']:>10.2f}{s['rows_per_s']:>12,}{'':>10}")
+    b = results["baseline"]
+    print(f"{'DataFrame.to_sql':<22}{b['seconds']:>10.2f}{b['rows_per_s']:>12,}{b['peak_mib']:>10.0f}")
+    print("ratios against DataFrame.to_sql (rows/s): " + ", ".join(f"{k} {v}x" for k, v in results["ratios"].items()))
+    print(f"core: {stages['core_counts']}; quarantined: {stages['quarantined']}; GX: {stages['gx_mode']}")
+    print(f"re-run without changes: {stages['rerun_core_counts']}")
+    if results.get("written_to"):
+        print(f"written to {results['written_to']}")
+
+
+def cmd_ingest(args: argparse.Namespace) -> int:
+    results = run(args.appointments, keep=args.keep)
+    print_report(results)
+    return 0
+
+
+def add_parser(bench: argparse._SubParsersAction) -> None:
+    p = bench.add_parser("ingest", help="N generated appointments end to end into core vs DataFrame.to_sql",
+                         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--appointments", type=int, default=1_000_000, help="appointments to generate (default 1M)")
+    p.add_argument("--keep", action="store_true", help="keep the benchmark database afterwards")
+    p.set_defaults(handler=cmd_ingest)
+
+
+__all__ = ["add_parser", "run", "timedelta"]
