@@ -12,6 +12,8 @@ otherwise). The run's **as-of date** is its logical date in clinic time, or the 
 | `ingest` (per source) | extract, pseudonymise, mask after as-of, COPY | `staging`, `ops.load_batch` |
 | `validate` (per source) | quarantine failing rows, critical checks, GX suite + Data Docs | `quarantine`, `gx/` |
 | `load_core` (per source) | one transaction: upserts, deletes, watermarks | `core`, `ops.watermark` |
+| `features` | point-in-time features of the horizon's bookings; training back-fill | `features.*` |
+| `train` | when due: tune, validate, register `noshow`, champion gate | MLflow, `ml.training_run` |
 
 Every task is idempotent for its as-of date: re-running a date replaces that date's results.
 Each task calls one function that also runs from the `clinicflow` command line.
@@ -37,6 +39,11 @@ from dags.common.assets import warehouse_asset
     params={
         "as_of": Param(None, type=["null", "string"], format="date",
                        description="As-of date (YYYY-MM-DD); empty = the logical date in clinic time"),
+        "force_train": Param(False, type="boolean",
+                             description="Train even if the last training is younger than CLINICFLOW_TRAIN_EVERY_DAYS"),
+        "training": Param({}, type="object",
+                          description="Training options for this run only, e.g. {\"algorithms\": [\"lightgbm\"], "
+                                      "\"trials\": 10} (see training/trainer.py TrainConfig)"),
     },
 )
 def nightly():
@@ -106,9 +113,48 @@ def nightly():
         get_current_context()["source_name"] = validated["source"]  # type: ignore[typeddict-unknown-key]
         return load_batch(validated["batch_id"])
 
+    @task(task_id="features", outlets=[warehouse_asset("features", "appointment_features")],
+          doc_md="Point-in-time features as of the run's date for the booked appointments of the scoring horizon, "
+                 "and the training rows no earlier run wrote (`clinicflow features build`).")
+    def build_features() -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from clinicflow.errors import ClinicFlowError
+        from features.build import run_features_stage
+
+        try:
+            return run_features_stage(context_as_of(get_current_context()))
+        except ClinicFlowError as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    @task(task_id="train", doc_md="Retrain the no-show model when due, log the MLflow run, register a `noshow` "
+                                  "version as `challenger` and promote it to `champion` only if it beats the champion "
+                                  "(`clinicflow train`). Too little history: training is skipped, the log says why.")
+    def train_model() -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from clinicflow.errors import ClinicFlowError
+        from training.dataset import NotEnoughDataError
+        from training.stage import run_training
+
+        context = get_current_context()
+        params = context.get("params") or {}
+        as_of = context_as_of(context)
+        try:
+            return run_training(as_of, overrides=dict(params.get("training") or {}),
+                                force=bool(params.get("force_train")))
+        except NotEnoughDataError as exc:
+            import logging
+
+            logging.getLogger("training").warning("train: skipped as of %s: %s", as_of, exc)
+            return {"as_of": as_of.isoformat(), "trained": False, "reason": str(exc)}
+        except ClinicFlowError as exc:
+            raise AirflowFailException(str(exc)) from exc
+
     sources = list_sources()
     migrate() >> health_check() >> sources
-    load_core.expand(validated=validate.expand(staged=ingest.expand(source_name=sources)))
+    loaded = load_core.expand(validated=validate.expand(staged=ingest.expand(source_name=sources)))
+    loaded >> build_features() >> train_model()
 
 
 nightly()
