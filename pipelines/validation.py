@@ -51,7 +51,7 @@ class Limits:
     volume_min_ratio: float = 0.2
     volume_max_ratio: float = 5.0
     volume_action: str = "warn"
-    gx_sample_rows: int = 100_000
+    gx_sample_rows: int = 50_000
 
     @classmethod
     def from_options(cls, as_of: date, options: dict[str, Any]) -> Limits:
@@ -73,7 +73,7 @@ class Limits:
             volume_min_ratio=number("volume_min_ratio", 0.2, float),
             volume_max_ratio=number("volume_max_ratio", 5.0, float),
             volume_action=action,
-            gx_sample_rows=number("gx_sample_rows", 100_000),
+            gx_sample_rows=number("gx_sample_rows", 50_000),
         )
 
     @property
