@@ -1,0 +1,688 @@
+#!/usr/bin/env python3
+"""Run docker-compose.yaml's ClinicFlow services as local processes: the stack proof, without Docker.
+
+    .venv/bin/python deploy/local_stack.py --server postgresql://postgres@127.0.0.1:5432/postgres
+
+It reads ``docker-compose.yaml``, takes each service's command and environment exactly as written
+there, interpolates the ``${VARIABLES}`` the way ``docker compose`` does (with local host names,
+free ports, fresh database names and random secrets instead of ``.env``), and starts each service
+with the image's entrypoint, ``python -m clinicflow.services ROLE``. So the proof runs the same
+commands with the same settings as the containers, and a change to the compose file is a change
+to the proof.
+
+The proof: PostgreSQL's init script (roles and databases) -> ``preflight`` (secret check) ->
+``mlflow`` and ``airflow-init`` -> ``airflow-apiserver``, ``-scheduler``, ``-dag-processor``,
+``-triggerer`` and ``-worker`` (Celery on the machine's RabbitMQ) -> a JWT from ``/auth/token`` ->
+the ``nightly`` DAG unpaused and triggered through the REST API (v2) -> wait for success -> every
+task instance succeeded; every warehouse table a task announced as an Asset outlet, and every table
+of MUST_BE_FILLED, holds rows; no failure was recorded -> the registry read through MLflow's REST
+API (the champion, when the pipeline registers one). Everything started
+is stopped at the end, also on failure; on failure the logs of the services and failed tasks are
+printed.
+
+``tests/deploy/test_stack.py`` runs it in CI; this script runs it by hand and prints the timings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import os
+import re
+import secrets
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+
+import requests
+import sqlalchemy as sa
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+COMPOSE_FILE = REPO / "docker-compose.yaml"
+INIT_SCRIPT = REPO / "deploy" / "postgres" / "init-databases.sh"
+AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
+                    "airflow-worker")
+#: Warehouse tables that must hold rows after a successful nightly run, whether or not a task
+#: announces them as an Asset (extend as stages land; e.g. "reporting.overbooking_recommendations").
+MUST_BE_FILLED: tuple[str, ...] = ("core.appointment",)
+
+
+class StackError(RuntimeError):
+    """The stack did not come up or the pipeline did not succeed; the message says where to look."""
+
+
+# --------------------------------------------------------------------------------------------------
+# docker compose's variable interpolation
+
+
+_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def interpolate(text: str, variables: Mapping[str, str]) -> str:
+    """``text`` with ``$$``, ``$VAR``, ``${VAR}``, ``${VAR:-default}``, ``${VAR-default}``,
+    ``${VAR:+alt}``, ``${VAR+alt}``, ``${VAR:?error}`` and ``${VAR?error}`` resolved as compose does."""
+    out: list[str] = []
+    i = 0
+    while i < len(text):
+        char = text[i]
+        if char != "$":
+            out.append(char)
+            i += 1
+            continue
+        if text.startswith("$$", i):
+            out.append("$")
+            i += 2
+            continue
+        if text.startswith("${", i):
+            end = _closing_brace(text, i + 2)
+            out.append(_substitute(text[i + 2:end], variables))
+            i = end + 1
+            continue
+        match = _NAME.match(text, i + 1)
+        if match:
+            out.append(variables.get(match.group(0), ""))
+            i = match.end()
+        else:
+            out.append(char)
+            i += 1
+    return "".join(out)
+
+
+def _closing_brace(text: str, start: int) -> int:
+    depth = 1
+    i = start
+    while i < len(text):
+        if text.startswith("${", i):
+            depth += 1
+            i += 2
+            continue
+        if text[i] == "}":
+            depth -= 1
+            if depth == 0:
+                return i
+        i += 1
+    raise ValueError(f"unclosed '${{' in {text!r}")
+
+
+def _substitute(expression: str, variables: Mapping[str, str]) -> str:
+    match = _NAME.match(expression)
+    if not match:
+        raise ValueError(f"bad variable expression ${{{expression}}}")
+    name, rest = match.group(0), expression[match.end():]
+    value = variables.get(name)
+    if not rest:
+        return value or ""
+    for operator in (":-", ":?", ":+", "-", "?", "+"):
+        if rest.startswith(operator):
+            argument = rest[len(operator):]
+            break
+    else:
+        raise ValueError(f"bad variable expression ${{{expression}}}")
+    empty_counts = operator.startswith(":")
+    is_set = value is not None and (value != "" or not empty_counts)
+    if operator.endswith("-"):
+        return value if is_set else interpolate(argument, variables)  # type: ignore[return-value]
+    if operator.endswith("+"):
+        return interpolate(argument, variables) if is_set else ""
+    if not is_set:
+        raise ValueError(f"required variable {name} is missing: {interpolate(argument, variables)}")
+    return value  # type: ignore[return-value]
+
+
+# --------------------------------------------------------------------------------------------------
+# compose services
+
+
+@dataclass(frozen=True)
+class Service:
+    name: str
+    command: list[str]
+    environment: dict[str, str]
+
+
+def load_compose(path: Path = COMPOSE_FILE) -> dict[str, Any]:
+    with path.open(encoding="utf-8") as fh:
+        return yaml.safe_load(fh)
+
+
+def _environment(raw: Any) -> dict[str, str]:
+    if raw is None:
+        return {}
+    if isinstance(raw, list):
+        pairs = (item.split("=", 1) if "=" in item else (item, "") for item in raw)
+        return {key: value for key, value in pairs}
+    return {str(key): "" if value is None else str(value) for key, value in raw.items()}
+
+
+def service(compose: Mapping[str, Any], name: str, variables: Mapping[str, str]) -> Service:
+    """The command and interpolated environment of service ``name`` of the compose file."""
+    spec = compose["services"][name]
+    command = spec.get("command") or []
+    if isinstance(command, str):
+        command = command.split()
+    return Service(
+        name=name,
+        command=[interpolate(str(part), variables) for part in command],
+        environment={key: interpolate(value, variables)
+                     for key, value in _environment(spec.get("environment")).items()},
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# processes
+
+
+def free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def log(message: str) -> None:
+    print(f"{datetime.now():%H:%M:%S} stack: {message}", flush=True)
+
+
+def tail(path: Path, lines: int = 60) -> str:
+    if not path.exists():
+        return "(no log)"
+    text = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    return "\n".join(text[-lines:])
+
+
+class LocalStack:
+    """Compose services run as local process groups, each logging to ``<workdir>/logs/<name>.log``."""
+
+    def __init__(self, compose: Mapping[str, Any], variables: Mapping[str, str], workdir: Path,
+                 image_env: Mapping[str, str]) -> None:
+        self.compose = compose
+        self.variables = dict(variables)
+        self.workdir = workdir
+        self.logs = workdir / "logs"
+        self.logs.mkdir(parents=True, exist_ok=True)
+        self.image_env = dict(image_env)
+        self.processes: dict[str, subprocess.Popen] = {}
+
+    def spec(self, name: str) -> Service:
+        return service(self.compose, name, self.variables)
+
+    def _launch(self, name: str, extra_env: Mapping[str, str] | None) -> subprocess.Popen:
+        spec = self.spec(name)
+        env = self.image_env | spec.environment | dict(extra_env or {})
+        logfile = (self.logs / f"{name}.log").open("ab")
+        return subprocess.Popen(
+            [sys.executable, "-m", "clinicflow.services", *spec.command], env=env, cwd=self.workdir,
+            stdout=logfile, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True,
+        )
+
+    def start(self, name: str, extra_env: Mapping[str, str] | None = None) -> None:
+        log(f"starting {name}")
+        self.processes[name] = self._launch(name, extra_env)
+
+    def run(self, name: str, timeout: float, extra_env: Mapping[str, str] | None = None) -> float:
+        """Run a one-shot service to completion; its duration in seconds."""
+        started = time.perf_counter()
+        log(f"running {name}")
+        process = self._launch(name, extra_env)
+        try:
+            code = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self._kill(process)
+            raise StackError(
+                f"{name} did not finish within {timeout:.0f}s:\n{tail(self.logs / f'{name}.log')}") from None
+        if code != 0:
+            raise StackError(f"{name} failed with exit code {code}:\n{tail(self.logs / f'{name}.log')}")
+        seconds = time.perf_counter() - started
+        log(f"{name} done in {seconds:.1f}s")
+        return seconds
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.poll() is not None:
+                raise StackError(f"{name} exited with code {process.returncode}:\n{tail(self.logs / f'{name}.log')}")
+
+    @staticmethod
+    def _kill(process: subprocess.Popen, grace: float = 20.0) -> None:
+        if process.poll() is not None:
+            return
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, signal.SIGTERM)
+        try:
+            process.wait(timeout=grace)
+        except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)
+            process.wait(timeout=10)
+
+    def stop(self) -> None:
+        """Stop every service (workers first), then make sure no process of their groups is left."""
+        for name in reversed(list(self.processes)):
+            process = self.processes[name]
+            if process.poll() is None:
+                log(f"stopping {name}")
+            self._kill(process)
+        for process in self.processes.values():  # children that outlived their group leader
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(process.pid, signal.SIGKILL)
+
+    def dump_logs(self, lines: int = 40) -> str:
+        return "\n".join(f"----- {path.stem} (last {lines} lines) -----\n{tail(path, lines)}"
+                         for path in sorted(self.logs.glob("*.log")))
+
+
+# --------------------------------------------------------------------------------------------------
+# the proof
+
+
+@dataclass
+class ProofResult:
+    timings: dict[str, float] = field(default_factory=dict)
+    run_id: str = ""
+    task_states: dict[str, str] = field(default_factory=dict)
+    reporting_rows: dict[str, int] = field(default_factory=dict)
+    #: ``schema.table`` -> rows, for every warehouse table announced by an asset event of the run and
+    #: every table of MUST_BE_FILLED.
+    produced_rows: dict[str, int] = field(default_factory=dict)
+    asset_events: list[str] = field(default_factory=list)
+    failures_recorded: int = 0
+    registered_models: list[str] = field(default_factory=list)
+    champion: dict[str, Any] | None = None
+    unauthenticated_status: dict[str, int] = field(default_factory=dict)
+
+
+def proof_variables(server: sa.URL, prefix: str, workdir: Path) -> dict[str, str]:
+    """The compose variables for a local run: this machine's services, fresh names, random secrets."""
+    def secret(n: int = 32) -> str:
+        return secrets.token_urlsafe(n)
+
+    from cryptography.fernet import Fernet
+
+    return {
+        "CLINICFLOW_ENV": "development",  # the machine's RabbitMQ only knows guest/guest
+        "CLINICFLOW_PROJECT_DIR": str(REPO),
+        "CLINICFLOW_STATE_DIR": str(workdir / "clinicflow-home"),
+        "CLINICFLOW_PSEUDONYM_SECRET": secret(),
+        "CLINICFLOW_TIMEZONE": "Europe/Moscow",
+        "CLINICFLOW_LOG_LEVEL": "INFO",
+        "POSTGRES_HOST": server.host or "127.0.0.1",
+        "POSTGRES_PORT": str(server.port or 5432),
+        "POSTGRES_PASSWORD": secret(),
+        "CLINICFLOW_DB_NAME": f"{prefix}_stack",
+        "CLINICFLOW_DB_USER": f"{prefix}_pipeline",
+        "CLINICFLOW_DB_PASSWORD": secret(),
+        "AIRFLOW_DB_NAME": f"{prefix}_stack_airflow",
+        "AIRFLOW_DB_USER": f"{prefix}_airflow",
+        "AIRFLOW_DB_PASSWORD": secret(),
+        "MLFLOW_DB_NAME": f"{prefix}_stack_mlflow",
+        "MLFLOW_AUTH_DB_NAME": f"{prefix}_stack_mlflow_auth",
+        "MLFLOW_DB_USER": f"{prefix}_mlflow",
+        "MLFLOW_DB_PASSWORD": secret(),
+        "GRAFANA_DB_USER": f"{prefix}_grafana",
+        "GRAFANA_DB_PASSWORD": secret(),
+        "RABBITMQ_HOST": "127.0.0.1",
+        "RABBITMQ_PORT": "5672",
+        "RABBITMQ_USER": "guest",
+        "RABBITMQ_PASSWORD": "guest",
+        "RABBITMQ_VHOST": "/",
+        "AIRFLOW_CELERY_QUEUE": prefix,  # other sessions may share the broker: a queue of our own
+        "AIRFLOW_WORKER_CONCURRENCY": "2",
+        "AIRFLOW_API_HOST": "127.0.0.1",
+        "AIRFLOW_API_BIND": "127.0.0.1",
+        "AIRFLOW_API_PORT": str(free_port()),
+        "AIRFLOW_SCHEDULER_HEALTH_PORT": str(free_port()),
+        "AIRFLOW_WORKER_LOG_PORT": str(free_port()),
+        "AIRFLOW_TRIGGERER_LOG_PORT": str(free_port()),
+        "AIRFLOW_FERNET_KEY": Fernet.generate_key().decode(),
+        "AIRFLOW_JWT_SECRET": secret(48),
+        "AIRFLOW_API_SECRET_KEY": secret(48),
+        "AIRFLOW_ADMIN_USERNAME": "admin",
+        "AIRFLOW_ADMIN_PASSWORD": secret(18),
+        "AIRFLOW_VIEWER_PASSWORD": secret(18),
+        "MLFLOW_HOST": "127.0.0.1",
+        "MLFLOW_BIND": "127.0.0.1",
+        "MLFLOW_PORT": str(free_port()),
+        "MLFLOW_WORKERS": "1",
+        "MLFLOW_ARTIFACTS_DESTINATION": str(workdir / "mlartifacts"),
+        "MLFLOW_ADMIN_USERNAME": "admin",
+        "MLFLOW_ADMIN_PASSWORD": secret(18),
+        "MLFLOW_SECRET_KEY": secret(48),
+        "GRAFANA_ADMIN_PASSWORD": secret(18),
+        "COMPOSE_PROFILES": "",
+    }
+
+
+def image_environment(workdir: Path) -> dict[str, str]:
+    """What the Docker image provides besides compose's environment: PATH, HOME, AIRFLOW_HOME."""
+    keep = ("PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER", "LOGNAME", "SHELL")
+    env = {key: os.environ[key] for key in keep if key in os.environ}
+    env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
+    env.update({
+        "AIRFLOW_HOME": str(workdir / "airflow"),
+        "CLINICFLOW_ENV_FILE": str(workdir / "no.env"),  # a developer's .env must not leak in
+        "MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR": "false",
+        "GIT_PYTHON_REFRESH": "quiet",
+        "PYTHONUNBUFFERED": "1",
+    })
+    return env
+
+
+def init_databases(stack: LocalStack, server: sa.URL) -> float:
+    """Run the compose postgres service's init script against the local server."""
+    started = time.perf_counter()
+    env = dict(stack.image_env) | stack.spec("postgres").environment
+    env.update({"PGHOST": server.host or "127.0.0.1", "PGPORT": str(server.port or 5432),
+                "PGUSER": server.username or "postgres", "POSTGRES_DB": "postgres"})
+    if server.password:
+        env["PGPASSWORD"] = server.password
+    result = subprocess.run(["bash", str(INIT_SCRIPT)], env=env, capture_output=True, text=True, timeout=120)
+    if result.returncode != 0:
+        raise StackError(f"{INIT_SCRIPT.name} failed:\n{result.stdout}\n{result.stderr}")
+    return time.perf_counter() - started
+
+
+def drop_databases_and_roles(server: sa.URL, variables: Mapping[str, str]) -> None:
+    """Remove what init_databases made (databases first: roles that own one cannot be dropped)."""
+    names = [variables[k] for k in ("CLINICFLOW_DB_NAME", "AIRFLOW_DB_NAME", "MLFLOW_DB_NAME", "MLFLOW_AUTH_DB_NAME")]
+    names.append(variables["CLINICFLOW_DB_NAME"] + "_optuna")
+    roles = [variables[k] for k in ("CLINICFLOW_DB_USER", "AIRFLOW_DB_USER", "MLFLOW_DB_USER", "GRAFANA_DB_USER")]
+    engine = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT",
+                              poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            extra = conn.execute(sa.text("SELECT datname FROM pg_database WHERE datname LIKE :p"),
+                                 {"p": variables["CLINICFLOW_DB_NAME"] + "\\_%"}).scalars().all()
+            for name in dict.fromkeys([*names, *extra]):
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+            for role in roles:
+                conn.execute(sa.text(
+                    f"DO $$ BEGIN IF EXISTS (SELECT 1 FROM pg_roles WHERE rolname = '{role}') THEN "
+                    f'EXECUTE \'DROP OWNED BY "{role}"\'; EXECUTE \'DROP ROLE "{role}"\'; END IF; END $$'))
+    finally:
+        engine.dispose()
+
+
+class Api:
+    """A small client of Airflow's REST API (v2) with a JWT from /auth/token."""
+
+    def __init__(self, base: str) -> None:
+        self.base = base.rstrip("/")
+        self.session = requests.Session()
+
+    def login(self, username: str, password: str) -> None:
+        response = self.session.post(f"{self.base}/auth/token", json={"username": username, "password": password},
+                                     timeout=30)
+        if response.status_code not in (200, 201):
+            raise StackError(f"POST /auth/token answered {response.status_code}: {response.text[:500]}")
+        self.session.headers["Authorization"] = f"Bearer {response.json()['access_token']}"
+
+    def call(self, method: str, path: str, **kwargs: Any) -> requests.Response:
+        return self.session.request(method, f"{self.base}{path}", timeout=30, **kwargs)
+
+    def json(self, method: str, path: str, **kwargs: Any) -> Any:
+        response = self.call(method, path, **kwargs)
+        if response.status_code >= 300:
+            raise StackError(f"{method} {path} answered {response.status_code}: {response.text[:1000]}")
+        return response.json()
+
+
+def wait_until(what: str, probe, timeout: float, stack: LocalStack, interval: float = 1.0) -> float:
+    """Call ``probe`` until it returns truthy; fail with the services' logs after ``timeout``."""
+    started = time.perf_counter()
+    last_error = ""
+    while time.perf_counter() - started < timeout:
+        stack.check_alive()
+        try:
+            if probe():
+                seconds = time.perf_counter() - started
+                log(f"{what}: ready after {seconds:.1f}s")
+                return seconds
+        except (requests.RequestException, StackError) as exc:
+            last_error = f" (last error: {exc})"
+        time.sleep(interval)
+    raise StackError(f"{what} not ready within {timeout:.0f}s{last_error}\n{stack.dump_logs()}")
+
+
+def http_ok(url: str, **kwargs: Any) -> bool:
+    return requests.get(url, timeout=5, **kwargs).status_code == 200
+
+
+def task_log(api: Api, dag_id: str, run_id: str, task: Mapping[str, Any]) -> str:
+    path = (f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances/{task['task_id']}/logs/"
+            f"{max(1, int(task.get('try_number') or 1))}")
+    try:
+        payload = api.json("GET", path, params={"full_content": "true", "map_index": task.get("map_index", -1)},
+                           headers={"Accept": "application/json"})
+    except (StackError, requests.RequestException) as exc:
+        return f"(log unavailable: {exc})"
+    content = payload.get("content")
+    if isinstance(content, list):
+        lines = [item.get("event", "") if isinstance(item, dict) else str(item) for item in content]
+    else:
+        lines = str(content).splitlines()
+    return "\n".join(lines[-60:])
+
+
+def demo_sources(variables: Mapping[str, str], as_of: date) -> dict[str, str]:
+    """The demo's source settings (pipelines.demo), so the pipeline has data, as ``dev.py demo`` does."""
+    try:
+        from pipelines import demo
+    except ImportError:
+        return {}
+    hook = getattr(demo, "demo_source_env", None) or getattr(demo, "_demo_source_env", None)
+    if hook is None:
+        return {}
+    from clinicflow.settings import load_settings
+
+    url = (f"postgresql+psycopg2://{variables['CLINICFLOW_DB_USER']}:{variables['CLINICFLOW_DB_PASSWORD']}"
+           f"@{variables['POSTGRES_HOST']}:{variables['POSTGRES_PORT']}/{variables['CLINICFLOW_DB_NAME']}")
+    settings = load_settings(database_url=url, home=Path(variables["CLINICFLOW_STATE_DIR"]),
+                             pseudonym_secret=variables["CLINICFLOW_PSEUDONYM_SECRET"])
+    return dict(hook(settings, as_of, None))
+
+
+def reporting_rows(warehouse: sa.URL) -> dict[str, int]:
+    engine = sa.create_engine(warehouse, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            names = conn.execute(sa.text(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'reporting' ORDER BY 1"
+            )).scalars().all()
+            return {name: int(conn.execute(sa.text(f'SELECT count(*) FROM reporting."{name}"')).scalar())
+                    for name in names}
+    finally:
+        engine.dispose()
+
+
+def table_rows(warehouse: sa.URL, tables: list[str]) -> dict[str, int]:
+    """Rows of each ``schema.table`` (-1 when the table does not exist)."""
+    engine = sa.create_engine(warehouse, poolclass=sa.pool.NullPool)
+    out: dict[str, int] = {}
+    try:
+        with engine.connect() as conn:
+            for table in tables:
+                schema, _, name = table.partition(".")
+                exists = conn.execute(sa.text("SELECT to_regclass(:t)"), {"t": f'"{schema}"."{name}"'}).scalar()
+                out[table] = int(conn.execute(sa.text(f'SELECT count(*) FROM "{schema}"."{name}"')).scalar()) \
+                    if exists else -1
+    finally:
+        engine.dispose()
+    return out
+
+
+def warehouse_tables_announced(api: Api, dag_id: str, run_id: str) -> list[str]:
+    """``schema.table`` of every ``clinicflow://warehouse/...`` asset event the run emitted (outlets)."""
+    events = api.json("GET", "/api/v2/assets/events",
+                      params={"source_dag_id": dag_id, "source_run_id": run_id, "limit": 1000})["asset_events"]
+    tables = []
+    for event in events:
+        match = re.match(r"^clinicflow://warehouse/([a-z_]+)/([a-z0-9_]+)$", event.get("uri") or "")
+        if match:
+            tables.append(f"{match.group(1)}.{match.group(2)}")
+    return sorted(set(tables))
+
+
+def recorded_failures(warehouse: sa.URL, run_id: str) -> int:
+    engine = sa.create_engine(warehouse, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(sa.text("SELECT count(*) FROM ops.task_failure WHERE run_id = :r"),
+                                    {"r": run_id}).scalar())
+    finally:
+        engine.dispose()
+
+
+def read_registry(base: str, auth: tuple[str, str]) -> tuple[list[str], dict[str, Any] | None]:
+    """Registered model names and the champion (``models:/<name>@champion``), via MLflow's REST API."""
+    response = requests.get(f"{base}/api/2.0/mlflow/registered-models/search", params={"max_results": 100},
+                            auth=auth, timeout=30)
+    if response.status_code != 200:
+        raise StackError(f"MLflow registry search answered {response.status_code}: {response.text[:500]}")
+    models = [m["name"] for m in response.json().get("registered_models", [])]
+    for name in models:
+        alias = requests.get(f"{base}/api/2.0/mlflow/registered-models/alias",
+                             params={"name": name, "alias": "champion"}, auth=auth, timeout=30)
+        if alias.status_code == 200:
+            return models, alias.json()["model_version"]
+    return models, None
+
+
+def run_proof(server: sa.URL, prefix: str, workdir: Path, dag_id: str = "nightly", timeout: float = 280.0,
+              keep: bool = False, sources: str | None = None, as_of: date | None = None,
+              fallback_sources: str | None = None) -> ProofResult:
+    """Bring the stack up, run ``dag_id`` through the REST API, check the results, stop everything.
+
+    ``sources`` is the CLINICFLOW_SOURCES JSON of the run; by default the demo's sources (as
+    ``pipelines.demo`` configures them for ``dev.py demo``), else ``fallback_sources``. ``as_of`` is
+    the run's as-of date (default: its logical date).
+    """
+    deadline = time.perf_counter() + timeout
+    remaining = lambda: max(5.0, deadline - time.perf_counter())  # noqa: E731
+    result = ProofResult()
+    compose = load_compose()
+    variables = proof_variables(server, prefix, workdir)
+    stack = LocalStack(compose, variables, workdir, image_environment(workdir))
+    api_base = f"http://127.0.0.1:{variables['AIRFLOW_API_PORT']}"
+    mlflow_base = f"http://127.0.0.1:{variables['MLFLOW_PORT']}"
+    mlflow_auth = (variables["MLFLOW_ADMIN_USERNAME"], variables["MLFLOW_ADMIN_PASSWORD"])
+    warehouse = server.set(database=variables["CLINICFLOW_DB_NAME"])
+    started = time.perf_counter()
+    try:
+        result.timings["init-databases"] = init_databases(stack, server)
+        result.timings["preflight"] = stack.run("preflight", timeout=remaining())
+        stack.start("mlflow")
+        demo = {} if sources else demo_sources(variables, as_of or date.today())
+        worker_env = {k: v for k, v in demo.items() if k != "CLINICFLOW_SOURCES"}
+        chosen = sources or demo.get("CLINICFLOW_SOURCES") or fallback_sources
+        if chosen:
+            stack.variables["CLINICFLOW_SOURCES"] = chosen
+        log(f"sources: {chosen or '(none)'}")
+        result.timings["airflow-init"] = stack.run("airflow-init", timeout=remaining())
+        for name in AIRFLOW_SERVICES:
+            stack.start(name, extra_env=worker_env)
+        result.timings["mlflow-ready"] = wait_until(
+            "mlflow", lambda: http_ok(f"{mlflow_base}/health"), remaining(), stack)
+        result.timings["api-server-ready"] = wait_until(
+            "airflow-apiserver", lambda: http_ok(f"{api_base}/api/v2/version"), remaining(), stack)
+
+        result.unauthenticated_status["airflow"] = requests.get(f"{api_base}/api/v2/dags", timeout=10).status_code
+        result.unauthenticated_status["mlflow"] = requests.get(
+            f"{mlflow_base}/api/2.0/mlflow/registered-models/search", timeout=10).status_code
+        api = Api(api_base)
+        api.login(variables["AIRFLOW_ADMIN_USERNAME"], variables["AIRFLOW_ADMIN_PASSWORD"])
+
+        def dag_parsed() -> bool:
+            errors = api.json("GET", "/api/v2/importErrors").get("import_errors", [])
+            if errors:
+                raise StackError("DAG import errors: " + json.dumps(errors)[:3000])
+            return api.call("GET", f"/api/v2/dags/{dag_id}").status_code == 200
+
+        result.timings["dag-parsed"] = wait_until(f"DAG {dag_id} parsed", dag_parsed, remaining(), stack)
+        dag = api.json("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+        # Take the slot of the scheduled run that unpausing would create, so only one run happens.
+        logical = dag.get("next_dagrun_logical_date") or datetime.now().astimezone().isoformat()
+        triggered = time.perf_counter()
+        conf = {"as_of": as_of.isoformat()} if as_of else {}
+        run = api.json("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": logical, "conf": conf})
+        result.run_id = run["dag_run_id"]
+        log(f"triggered {dag_id} run {result.run_id} (logical date {logical})")
+
+        state = {"value": run["state"], "tasks": ""}
+
+        def finished() -> bool:
+            current = api.json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{result.run_id}")["state"]
+            tasks = api.json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{result.run_id}/taskInstances",
+                             params={"limit": 1000})["task_instances"]
+            summary = ", ".join(f"{t['task_id']}={t['state']}" for t in tasks)
+            if summary != state["tasks"]:
+                log(f"run {current}: {summary}")
+                state["tasks"] = summary
+            state["value"] = current
+            return current in ("success", "failed")
+
+        wait_until(f"run {result.run_id}", finished, remaining(), stack, interval=2.0)
+        result.timings["dag-run"] = time.perf_counter() - triggered
+        tasks = api.json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{result.run_id}/taskInstances",
+                         params={"limit": 1000})["task_instances"]
+        result.task_states = {(t["task_id"] if t.get("map_index", -1) < 0 else f"{t['task_id']}[{t['map_index']}]"):
+                              t["state"] for t in tasks}
+        if state["value"] != "success":
+            logs = "\n".join(
+                f"===== task {t['task_id']} ({t['state']}) =====\n{task_log(api, dag_id, result.run_id, t)}"
+                for t in tasks if t["state"] not in ("success", "skipped", "upstream_failed"))
+            raise StackError(f"run {result.run_id} ended {state['value']}: {result.task_states}\n{logs}\n"
+                             f"{stack.dump_logs()}")
+
+        result.reporting_rows = reporting_rows(warehouse)
+        result.asset_events = warehouse_tables_announced(api, dag_id, result.run_id)
+        result.produced_rows = table_rows(warehouse, sorted({*result.asset_events, *MUST_BE_FILLED}))
+        result.failures_recorded = recorded_failures(warehouse, result.run_id)
+        result.registered_models, result.champion = read_registry(mlflow_base, mlflow_auth)
+        result.timings["total"] = time.perf_counter() - started
+        return result
+    finally:
+        if keep:
+            log(f"--keep: services left running; logs in {stack.logs}")
+        else:
+            stack.stop()
+            drop_databases_and_roles(server, variables)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--server", default=os.environ.get("CLINICFLOW_TEST_DATABASE_URL",
+                                                           "postgresql://postgres@127.0.0.1:5432/postgres"),
+                        help="PostgreSQL server to create the stack's databases on (a superuser URL)")
+    parser.add_argument("--timeout", type=float, default=600.0, help="seconds for the whole proof")
+    parser.add_argument("--keep", action="store_true", help="leave the services running (debugging)")
+    parser.add_argument("--sources", help="CLINICFLOW_SOURCES JSON for the run (default: the demo's sources)")
+    parser.add_argument("--as-of", type=date.fromisoformat, help="as-of date of the run (default: its logical date)")
+    args = parser.parse_args(argv)
+    server = sa.make_url(args.server).set(drivername="postgresql+psycopg2")
+    prefix = f"cfstack_{secrets.token_hex(3)}"
+    with tempfile.TemporaryDirectory(prefix="clinicflow-stack-") as tmp:
+        try:
+            result = run_proof(server, prefix, Path(tmp), timeout=args.timeout, keep=args.keep,
+                               sources=args.sources, as_of=args.as_of)
+        except StackError as exc:
+            print(f"stack proof FAILED: {exc}", file=sys.stderr)
+            return 1
+    print(json.dumps({"timings_s": {k: round(v, 1) for k, v in result.timings.items()},
+                      "tasks": result.task_states, "reporting_rows": result.reporting_rows,
+                      "produced_rows": result.produced_rows,
+                      "failures_recorded": result.failures_recorded, "registered_models": result.registered_models,
+                      "champion": result.champion, "unauthenticated_status": result.unauthenticated_status},
+                     indent=2, default=str))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
