@@ -246,16 +246,14 @@ def _as_bool(series: pd.Series, where: str) -> pd.Series:
     mapping = {True: True, False: False, "1": True, "0": False, "true": True, "false": False,
                "t": True, "f": False, "yes": True, "no": False}
 
-    def one(value: Any) -> bool | None:
-        if value is None or value is pd.NA or (isinstance(value, float) and np.isnan(value)):
-            return None
-        key = value.strip().lower() if isinstance(value, str) else value
-        try:
-            return mapping[key]
-        except (KeyError, TypeError):
-            raise DataQualityError(f"{where}: not a boolean: {value!r}") from None
-
-    return pd.Series([one(v) for v in series], index=series.index, dtype="boolean")
+    present = series.notna()
+    keys = series.where(~series.map(lambda v: isinstance(v, str)), series.astype(str).str.strip().str.lower()) \
+        if pd.api.types.is_object_dtype(series.dtype) or pd.api.types.is_string_dtype(series.dtype) else series
+    values = keys.map(mapping)  # one C-level dict lookup per value, no per-row Python branching
+    bad = present & values.isna()
+    if bad.any():
+        raise DataQualityError(f"{where}: not a boolean: {series[bad].iloc[0]!r}")
+    return pd.array(values.where(present, None).to_numpy(dtype=object), dtype="boolean")
 
 
 def _as_json(series: pd.Series, where: str) -> pd.Series:
