@@ -1,0 +1,245 @@
+"""The nightly scoring stage: next week's booked appointments scored with ``models:/noshow@champion``.
+
+For a run of as-of date D:
+
+1. the champion is loaded from the MLflow registry (``models:/noshow@champion``, a pyfunc that returns
+   no-show probabilities). No champion, or one that cannot be loaded, stops the stage with a message
+   that says what to do;
+2. the features of every booked appointment starting in ``[D, D + CLINICFLOW_HORIZON_DAYS)`` as the
+   features stage materialised them for D (computed here if that stage has not run);
+3. the probability, the risk band (``CLINICFLOW_RISK_BAND_MEDIUM`` / ``_HIGH``) and the top three
+   reasons in plain words from the model's SHAP contributions (:mod:`scoring.reasons`);
+4. ``reporting.appointment_risk``: the rows of D are replaced in one transaction (COPY into a temp
+   table, then delete + insert), so a re-run of the same date never duplicates anything.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+import sqlalchemy as sa
+
+from clinicflow import db
+from clinicflow.errors import ClinicFlowError
+from clinicflow.logs import timed
+from clinicflow.settings import Settings, get_settings
+
+log = logging.getLogger(__name__)
+
+MODEL_NAME = "noshow"
+ALIAS = "champion"
+#: Rows per batch of predictions and contributions (bounds memory on large horizons).
+BATCH_ROWS = 200_000
+RISK_COLUMNS = (
+    "as_of", "source", "appointment_id", "resource_id", "practitioner_id", "department_id", "branch_id", "start_at",
+    "probability", "risk_band", "reason_1", "reason_2", "reason_3", "model_name", "model_version", "scored_at",
+)
+
+
+@dataclass
+class Champion:
+    """The loaded champion: the pyfunc (probabilities) and the model inside it (contributions)."""
+
+    pyfunc: Any
+    model: Any            # training.model.NoShowModel
+    version: str
+    uri: str
+
+    @property
+    def feature_set_version(self) -> str:
+        return str(self.model.feature_set_version)
+
+
+def load_champion(settings: Settings | None = None) -> Champion:
+    """``models:/noshow@champion``, or a ClinicFlowError that says what to do."""
+    from clinicflow import tracking
+
+    settings = settings or get_settings()
+    uri = f"models:/{MODEL_NAME}@{ALIAS}"
+    try:
+        tracking.configure(settings)
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        client = mlflow.MlflowClient()
+        try:
+            version = client.get_model_version_by_alias(MODEL_NAME, ALIAS)
+        except MlflowException as exc:
+            if getattr(exc, "error_code", "") in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE") \
+                    or "not found" in str(exc).lower() or "does not exist" in str(exc).lower():
+                raise ClinicFlowError(
+                    f"there is no {uri} in the MLflow registry ({db.mask(tracking.tracking_uri(settings))}): no "
+                    "model has been trained and promoted yet. Train one with `clinicflow train --as-of YYYY-MM-DD` "
+                    "(or let the nightly DAG's train task run), then re-run scoring."
+                ) from None
+            raise
+    except ClinicFlowError:
+        raise
+    except Exception as exc:  # the registry itself cannot be reached
+        raise ClinicFlowError(
+            f"cannot read the MLflow registry to find {uri}: {str(exc).splitlines()[0][:300]}. Check "
+            "CLINICFLOW_MLFLOW_TRACKING_URI and that its database is reachable (`clinicflow health`)."
+        ) from exc
+    try:
+        pyfunc = mlflow.pyfunc.load_model(uri)
+        model = pyfunc.unwrap_python_model().model
+    except Exception as exc:
+        raise ClinicFlowError(
+            f"{uri} (version {version.version}) cannot be loaded: {str(exc).splitlines()[0][:300]}. Its artifacts "
+            f"may be missing (artifact root {settings.artifact_root}) or were written by an incompatible version. "
+            "Retrain with `clinicflow train`, or point the alias at a working version in the MLflow UI "
+            "(Models → noshow → Aliases)."
+        ) from exc
+    if model is None or not hasattr(model, "contributions"):
+        raise ClinicFlowError(f"{uri} (version {version.version}) is not a ClinicFlow no-show model; retrain it "
+                              "with `clinicflow train`")
+    return Champion(pyfunc=pyfunc, model=model, version=str(version.version), uri=uri)
+
+
+def risk_band(probability: np.ndarray, settings: Settings) -> np.ndarray:
+    return np.where(probability >= settings.risk_band_high, "high",
+                    np.where(probability >= settings.risk_band_medium, "medium", "low"))
+
+
+def _names(engine: sa.Engine, sources: Sequence[str]) -> dict[str, dict[str, str]]:
+    """Display names of doctors, departments, branches and services for the reasons."""
+    queries = {
+        "practitioner_id": "SELECT practitioner_id, display_name FROM core.practitioner",
+        "department_id": "SELECT department_id, name FROM core.department",
+        "branch_id": "SELECT branch_id, name FROM core.branch",
+        "service_id": "SELECT service_id, name FROM core.service",
+    }
+    out: dict[str, dict[str, str]] = {}
+    with engine.connect() as conn:
+        for column, sql in queries.items():
+            rows = conn.execute(sa.text(sql + " WHERE source = ANY(:s)"), {"s": list(sources)}).all()
+            out[column] = {str(k): str(v) for k, v in rows if v}
+    return out
+
+
+def _features(as_of: date, champion: Champion, settings: Settings, engine: sa.Engine,
+              sources: Sequence[str] | None, recompute: bool):
+    from features import build_features, load_features
+    from features.definitions import FEATURE_SET_VERSION
+
+    if champion.feature_set_version != FEATURE_SET_VERSION:
+        raise ClinicFlowError(
+            f"the champion (version {champion.version}) was trained on feature set {champion.feature_set_version}, "
+            f"but features are now computed as {FEATURE_SET_VERSION}: retrain with `clinicflow train` first"
+        )
+    frame = None if recompute else load_features(as_of=as_of, settings=settings, engine=engine)
+    if frame is None or frame.empty:
+        log.info("no materialised features for %s: computing them now", as_of)
+        frame = build_features(as_of, sources=sources, settings=settings, engine=engine)
+    end = np.datetime64(as_of + timedelta(days=settings.horizon_days))
+    start = np.datetime64(as_of)
+    import pandas as pd
+
+    when = pd.to_datetime(frame["start_at"]).to_numpy(dtype="datetime64[ns]")
+    keep = (when >= start) & (when < end)
+    if sources:
+        keep &= frame["source"].isin(list(sources)).to_numpy()
+    return frame[keep].reset_index(drop=True)
+
+
+def score_frame(frame, champion: Champion, settings: Settings, names: dict[str, dict[str, str]] | None = None):
+    """Probabilities, bands and reasons for feature rows; returns the risk-table frame (without as_of)."""
+    import pandas as pd
+
+    from scoring.reasons import Explainer
+
+    explainer = Explainer(settings.reasons_language, names)
+    parts = []
+    for lo in range(0, len(frame), BATCH_ROWS):
+        batch = frame.iloc[lo: lo + BATCH_ROWS]
+        p = np.asarray(champion.pyfunc.predict(batch), dtype=float).reshape(-1)
+        if p.shape[0] != len(batch) or not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1:
+            raise ClinicFlowError(f"{champion.uri} (version {champion.version}) returned values that are not "
+                                  "probabilities; is it a ClinicFlow no-show model? Retrain with `clinicflow train`")
+        contributions = champion.model.contributions(batch)
+        reasons = explainer.top_reasons(contributions, batch)
+        parts.append(pd.DataFrame({
+            "source": batch["source"].to_numpy(), "appointment_id": batch["appointment_id"].astype(str).to_numpy(),
+            "resource_id": batch["resource_id"].to_numpy() if "resource_id" in batch else None,
+            "practitioner_id": batch["practitioner_id"].to_numpy(), "department_id": batch["department_id"].to_numpy(),
+            "branch_id": batch["branch_id"].to_numpy(), "start_at": batch["start_at"].to_numpy(),
+            "probability": p, "risk_band": risk_band(p, settings),
+            "reason_1": reasons[0], "reason_2": reasons[1], "reason_3": reasons[2],
+        }))
+    if not parts:
+        return pd.DataFrame(columns=[c for c in RISK_COLUMNS if c not in ("as_of", "model_name", "model_version",
+                                                                          "scored_at")])
+    return pd.concat(parts, ignore_index=True)
+
+
+def write_risk(as_of: date, scored, model_version: str, engine: sa.Engine, sources: Sequence[str] | None) -> None:
+    """Replace the risk rows of ``as_of`` (of ``sources``, or all) in one transaction."""
+    import pandas as pd
+
+    out = scored.copy()
+    out.insert(0, "as_of", as_of)
+    out["model_name"] = MODEL_NAME
+    out["model_version"] = model_version
+    out["scored_at"] = pd.Timestamp.now(tz="UTC").isoformat()
+    buf = io.StringIO()
+    out[list(RISK_COLUMNS)].to_csv(buf, index=False, header=False, na_rep="\\N")
+    buf.seek(0)
+    where = " AND source = ANY(:s)" if sources else ""
+    with engine.begin() as conn:
+        conn.execute(sa.text("CREATE TEMP TABLE score_rows (LIKE reporting.appointment_risk) ON COMMIT DROP"))
+        cursor = conn.connection.dbapi_connection.cursor()
+        try:
+            cursor.copy_expert(f"COPY score_rows ({', '.join(RISK_COLUMNS)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')",
+                               buf)
+        finally:
+            cursor.close()
+        conn.execute(sa.text(f"DELETE FROM reporting.appointment_risk WHERE as_of = :d{where}"),
+                     {"d": as_of, "s": list(sources or [])})
+        conn.execute(sa.text(f"INSERT INTO reporting.appointment_risk ({', '.join(RISK_COLUMNS)}) "
+                             f"SELECT {', '.join(RISK_COLUMNS)} FROM score_rows"))
+
+
+def run_scoring(as_of: date, *, settings: Settings | None = None, sources: Sequence[str] | None = None,
+                recompute_features: bool = False) -> dict[str, Any]:
+    """The nightly ``score`` task: returns a JSON-able summary (its XCom)."""
+    settings = settings or get_settings()
+    engine = db.get_engine("warehouse", settings)
+    with timed(f"scoring as of {as_of}", log) as timer:
+        champion = load_champion(settings)
+        t0 = time.perf_counter()
+        frame = _features(as_of, champion, settings, engine, sources, recompute_features)
+        features_s = time.perf_counter() - t0
+        names = _names(engine, sorted(set(frame["source"]))) if len(frame) else {}
+        t0 = time.perf_counter()
+        scored = score_frame(frame, champion, settings, names)
+        predict_s = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        write_risk(as_of, scored, champion.version, engine, sources)
+        write_s = time.perf_counter() - t0
+        timer.rows = len(scored)
+    probability = scored["probability"].to_numpy(dtype=float) if len(scored) else np.zeros(0)
+    summary = {
+        "as_of": as_of.isoformat(),
+        "model": f"{MODEL_NAME} v{champion.version}",
+        "model_version": champion.version,
+        "appointments_scored": len(scored),
+        "high_risk": int((scored["risk_band"] == "high").sum()) if len(scored) else 0,
+        "medium_risk": int((scored["risk_band"] == "medium").sum()) if len(scored) else 0,
+        "mean_probability": round(float(probability.mean()), 4) if probability.size else None,
+        "seconds": round(timer.seconds, 2),
+        "seconds_features": round(features_s, 2),
+        "seconds_predict_and_reasons": round(predict_s, 2),
+        "seconds_write": round(write_s, 2),
+    }
+    if not len(scored):
+        log.warning("no booked appointments in [%s, %s): nothing scored", as_of,
+                    as_of + timedelta(days=settings.horizon_days))
+    log.info("scoring: %s", summary)
+    return summary
