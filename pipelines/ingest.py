@@ -246,6 +246,7 @@ def validate_batch(batch_id: int) -> dict[str, Any]:
                 volume_range=expected, docs_dir=docs_dir, sql_params=params,
             )
         log.info("validate %s: GX Data Docs of batch %d: %s", source_name, batch_id, outcome.docs)
+        validation.prune_data_docs(docs_dir.parent, keep=limits.data_docs_keep)
         consistent = _compare(outcome, per_rule, staged, limits)
         summary = {
             "batch_id": batch_id, "source": source_name, "as_of": as_of.isoformat(), "rows": staged,

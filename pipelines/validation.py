@@ -52,6 +52,7 @@ class Limits:
     volume_max_ratio: float = 5.0
     volume_action: str = "warn"
     gx_sample_rows: int = 50_000
+    data_docs_keep: int = 60
 
     @classmethod
     def from_options(cls, as_of: date, options: dict[str, Any]) -> Limits:
@@ -74,6 +75,7 @@ class Limits:
             volume_max_ratio=number("volume_max_ratio", 5.0, float),
             volume_action=action,
             gx_sample_rows=number("gx_sample_rows", 50_000),
+            data_docs_keep=number("data_docs_keep", 60),
         )
 
     @property
@@ -447,3 +449,15 @@ def volume_range(previous: list[int], limits: Limits) -> tuple[int, int] | None:
         return None
     typical = median(previous[-5:])
     return int(typical * limits.volume_min_ratio), max(1, int(typical * limits.volume_max_ratio) + 1)
+
+
+def prune_data_docs(folder: Path, keep: int) -> list[Path]:
+    """Keep the Data Docs of the ``keep`` most recent batches of a source; return the folders removed."""
+    import shutil
+
+    batches = sorted((p for p in folder.glob("batch_*") if p.is_dir() and p.name[6:].isdigit()),
+                     key=lambda p: int(p.name[6:]))
+    removed = batches[:-keep] if keep > 0 else []
+    for path in removed:
+        shutil.rmtree(path, ignore_errors=True)
+    return removed

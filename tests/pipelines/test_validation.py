@@ -131,3 +131,12 @@ def test_every_rule_has_an_expectation_and_unique_names():
         validation.Limits.from_options(AS_OF, {"volume_action": "ignore"})
     assert validation.volume_range([], limits) is None
     assert validation.volume_range([100, 120, 80], limits) == (20, 501)
+
+
+def test_old_data_docs_are_pruned(tmp_path):
+    for batch in (3, 10, 12, 7):
+        (tmp_path / f"batch_{batch}").mkdir()
+    (tmp_path / "notes").mkdir()
+    removed = validation.prune_data_docs(tmp_path, keep=2)
+    assert sorted(p.name for p in removed) == ["batch_3", "batch_7"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["batch_10", "batch_12", "notes"]
