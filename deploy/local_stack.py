@@ -16,7 +16,8 @@ The proof: PostgreSQL's init script (roles and databases) -> ``preflight`` (secr
 the ``nightly`` DAG unpaused and triggered through the REST API (v2) -> wait for success -> every
 task instance succeeded; every warehouse table a task announced as an Asset outlet, and every table
 of MUST_BE_FILLED, holds rows; no failure was recorded -> the registry read through MLflow's REST
-API (the champion, when the pipeline registers one). Everything started
+API (the champion, when the pipeline registers one) -> an artifact logged with a worker's settings
+lands in MLflow's proxied artifact store. Everything started
 is stopped at the end, also on failure; on failure the logs of the services and failed tasks are
 printed.
 
@@ -297,6 +298,8 @@ class ProofResult:
     registered_models: list[str] = field(default_factory=list)
     champion: dict[str, Any] | None = None
     unauthenticated_status: dict[str, int] = field(default_factory=dict)
+    #: Where an artifact logged with a worker's settings landed (MLflow's proxied artifact store).
+    artifact_probe: str = ""
 
 
 def proof_variables(server: sa.URL, prefix: str, workdir: Path) -> dict[str, str]:
@@ -555,6 +558,31 @@ def read_registry(base: str, auth: tuple[str, str]) -> tuple[list[str], dict[str
     return models, None
 
 
+PROBE = """
+import mlflow
+from clinicflow import tracking
+
+experiment = tracking.configure()
+with mlflow.start_run(experiment_id=experiment, run_name="stack-proof") as run:
+    mlflow.log_text("logged through the MLflow server by the stack proof", "stack-proof/probe.txt")
+print(run.info.artifact_uri)
+"""
+
+
+def probe_artifacts(stack: LocalStack, extra_env: Mapping[str, str]) -> str:
+    """Log an artifact with a worker's settings (as a training task would); return the stored file."""
+    env = stack.image_env | stack.spec("airflow-worker").environment | dict(extra_env)
+    result = subprocess.run([sys.executable, "-c", PROBE], env=env, cwd=stack.workdir, capture_output=True,
+                            text=True, timeout=120)
+    if result.returncode != 0:
+        raise StackError(f"logging an artifact through MLflow failed:\n{result.stdout}\n{result.stderr[-3000:]}")
+    destination = Path(stack.variables["MLFLOW_ARTIFACTS_DESTINATION"])
+    stored = sorted(destination.rglob("probe.txt"))
+    if not stored:
+        raise StackError(f"artifact {result.stdout.strip()} not found under {destination}")
+    return str(stored[0].relative_to(destination))
+
+
 def run_proof(server: sa.URL, prefix: str, workdir: Path, dag_id: str = "nightly", timeout: float = 280.0,
               keep: bool = False, sources: str | None = None, as_of: date | None = None,
               fallback_sources: str | None = None) -> ProofResult:
@@ -646,6 +674,7 @@ def run_proof(server: sa.URL, prefix: str, workdir: Path, dag_id: str = "nightly
         result.produced_rows = table_rows(warehouse, sorted({*result.asset_events, *MUST_BE_FILLED}))
         result.failures_recorded = recorded_failures(warehouse, result.run_id)
         result.registered_models, result.champion = read_registry(mlflow_base, mlflow_auth)
+        result.artifact_probe = probe_artifacts(stack, worker_env)
         result.timings["total"] = time.perf_counter() - started
         return result
     finally:
@@ -679,7 +708,8 @@ def main(argv: list[str] | None = None) -> int:
                       "tasks": result.task_states, "reporting_rows": result.reporting_rows,
                       "produced_rows": result.produced_rows,
                       "failures_recorded": result.failures_recorded, "registered_models": result.registered_models,
-                      "champion": result.champion, "unauthenticated_status": result.unauthenticated_status},
+                      "champion": result.champion, "unauthenticated_status": result.unauthenticated_status,
+                      "artifact_probe": result.artifact_probe},
                      indent=2, default=str))
     return 0
 

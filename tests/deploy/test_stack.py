@@ -64,6 +64,9 @@ def test_nightly_runs_on_the_compose_stack(local_stack, server_url, test_db_pref
     assert not missing, f"tables announced or required but empty (-1: missing): {missing}"
     print("reporting tables (rows):", result.reporting_rows)
 
+    # A worker's MLflow settings log artifacts through the server into its artifact store.
+    assert result.artifact_probe.startswith("clinicflow/"), result.artifact_probe
+
     # The registry answered through MLflow's REST API; once the pipeline registers a model, it has a champion.
     if result.registered_models:
         assert result.champion is not None, f"models {result.registered_models} registered but none is @champion"
