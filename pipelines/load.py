@@ -19,6 +19,7 @@ is written, and refuses columns the contract does not name (they could carry per
 
 from __future__ import annotations
 
+import hmac
 import io
 import json
 import logging
@@ -247,8 +248,13 @@ def _as_bool(series: pd.Series, where: str) -> pd.Series:
                "t": True, "f": False, "yes": True, "no": False}
 
     present = series.notna()
-    keys = series.where(~series.map(lambda v: isinstance(v, str)), series.astype(str).str.strip().str.lower()) \
-        if pd.api.types.is_object_dtype(series.dtype) or pd.api.types.is_string_dtype(series.dtype) else series
+    keys = series
+    kind = pd.api.types.infer_dtype(series, skipna=True)
+    if kind == "string":
+        keys = series.str.strip().str.lower()
+    elif kind in ("mixed", "mixed-integer"):
+        is_text = series.map(lambda v: isinstance(v, str))
+        keys = series.where(~is_text, series.astype(str).str.strip().str.lower())
     values = keys.map(mapping)  # one C-level dict lookup per value, no per-row Python branching
     bad = present & values.isna()
     if bad.any():
@@ -300,11 +306,22 @@ def coerce(frame: pd.DataFrame, entity: Entity, *, source: str, zone: str) -> pd
     return pd.DataFrame(out, index=index).reset_index(drop=True)
 
 
-def pseudonymise(ids: pd.Series, secret: bytes, source: str) -> pd.Series:
-    """Keyed HMAC of each patient id; every distinct id is hashed once."""
-    codes, uniques = pd.factorize(ids.map(pseudonym.normalise_id), use_na_sentinel=True)
-    keys = np.array([pseudonym.patient_key(secret, source, u) for u in uniques] + [None], dtype=object)
-    return pd.Series(keys[codes], index=ids.index, dtype="object")
+def pseudonymise(ids: pd.Series, secret: bytes, source: str, cache: dict[str, str] | None = None) -> pd.Series:
+    """Keyed HMAC of each patient id (:func:`pipelines.pseudonym.patient_key`, same keys); every distinct
+    id is hashed once, and ``cache`` carries the keys over to the next frame (patients, appointments)."""
+    text = _as_text(ids)
+    text = text.str.strip().where(~text.isin(["", "nan", "None", "<NA>"]), None)
+    codes, uniques = pd.factorize(text, use_na_sentinel=True)
+    cache = {} if cache is None else cache
+    prefix = f"{source}\x1f".encode()
+    keys = []
+    for value in uniques:
+        key = cache.get(value)
+        if key is None:  # one-shot C HMAC, identical to pseudonym.patient_key (a test checks)
+            key = cache[value] = hmac.digest(secret, prefix + value.encode(), "sha256").hex()[: pseudonym.KEY_LENGTH]
+        keys.append(key)
+    table = np.array([*keys, None], dtype=object)
+    return pd.Series(table[codes], index=ids.index, dtype="object")
 
 
 def mask_as_of(appointments: pd.DataFrame, as_of: date) -> int:
@@ -336,6 +353,7 @@ def mask_as_of(appointments: pd.DataFrame, as_of: date) -> int:
 def prepare(extract: base.Extract, *, source: str, as_of: date, secret: bytes, zone: str) -> Prepared:
     """Check, coerce, pseudonymise and mask the frames of an Extract (no I/O)."""
     frames: dict[str, pd.DataFrame] = {}
+    keys: dict[str, str] = {}
     for entity in ENTITIES:
         if entity is EXISTING:
             continue
@@ -346,7 +364,7 @@ def prepare(extract: base.Extract, *, source: str, as_of: date, secret: bytes, z
             raise _schema_error(source, entity.frame, f"expected a pandas DataFrame, got {type(frame).__name__}")
         _check_columns(source, entity.frame, frame)
         if entity in (APPOINTMENT, PATIENT):
-            frame = frame.assign(patient_key=pseudonymise(frame["patient_source_id"], secret, source))
+            frame = frame.assign(patient_key=pseudonymise(frame["patient_source_id"], secret, source, keys))
             frame = frame.drop(columns=["patient_source_id"])
         staged = coerce(frame, entity, source=source, zone=zone)
         frames[entity.name] = staged

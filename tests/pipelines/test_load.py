@@ -246,3 +246,19 @@ def test_capped_watermarks():
     capped = load.capped_watermarks({"a": datetime(2026, 11, 3, 5), "b": datetime(2026, 10, 1), "c": None},
                                     date(2026, 11, 2))
     assert capped == {"a": datetime(2026, 11, 2), "b": datetime(2026, 10, 1)}
+
+
+def test_bulk_pseudonymisation_equals_patient_key():
+    from pipelines import pseudonym
+
+    ids = pd.Series([12345, " 12345 ", "9377952927E-5", None, "", "Ж-1"], dtype=object)
+    cache: dict[str, str] = {}
+    keys = load.pseudonymise(ids, b"s" * 16, "main", cache)
+    expected = [pseudonym.patient_key(b"s" * 16, "main", v) for v in [12345, "12345", "9377952927E-5", None, None,
+                                                                        "Ж-1"]]
+    assert keys.tolist() == expected
+    assert len(cache) == 3
+    # ids read from SQL with NULLs arrive as floats: 7.0 is patient "7"
+    floats = load.pseudonymise(pd.Series([7.0, None]), b"s" * 16, "main", cache)
+    assert floats.tolist() == [pseudonym.patient_key(b"s" * 16, "main", 7), None]
+    assert load.pseudonymise(pd.Series(["12345"]), b"s" * 16, "other")[0] != expected[0]
