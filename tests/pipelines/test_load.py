@@ -262,3 +262,21 @@ def test_bulk_pseudonymisation_equals_patient_key():
     floats = load.pseudonymise(pd.Series([7.0, None]), b"s" * 16, "main", cache)
     assert floats.tolist() == [pseudonym.patient_key(b"s" * 16, "main", 7), None]
     assert load.pseudonymise(pd.Series(["12345"]), b"s" * 16, "other")[0] != expected[0]
+
+
+def test_an_empty_incremental_extract_loads_nothing(settings_env, migrated_warehouse, monkeypatch, tmp_path):
+    name = f"empty_{secrets.token_hex(3)}"
+    settings_env(sources=source_json(name, "fhir", tmp_path))
+    first = _frames(["a1", "a2"])
+    fake = _FrameSource(first)
+    monkeypatch.setattr(ingest, "connector_for", lambda source: fake)
+    ingest.ingest(name, date(2026, 11, 1))
+    before = core_snapshot(migrated_warehouse, name)
+    fake.result = Extract(appointments=first.appointments.iloc[0:0], patients=first.patients.iloc[0:0],
+                          watermarks={"PLANNING": datetime(2026, 10, 31, 12)})
+    summary = ingest.ingest(name, date(2026, 11, 2))
+    assert summary["staged"] == {"patient": 0, "appointment": 0}
+    assert summary["core"]["appointment"] == {"inserted": 0, "updated": 0}
+    after = core_snapshot(migrated_warehouse, name)
+    assert after["appointment"] == before["appointment"]
+    assert ingest.read_watermarks(name) == {"PLANNING": datetime(2026, 10, 31, 12)}
