@@ -83,3 +83,29 @@ def test_missing_scores_say_what_to_do(migrated_warehouse, settings_env):
     settings_env(horizon_days="3")
     with pytest.raises(ClinicFlowError, match="run the scoring stage first"):
         run_optimisation(date(1999, 1, 1), None, workers=1)
+
+
+def test_publish_records_the_run_and_checks_it(migrated_warehouse, clinic):
+    from clinicflow.errors import ClinicFlowError
+    from optimization.publish import publish
+
+    as_of = clinic.as_of
+    with migrated_warehouse.begin() as conn:  # this test owns the as-of date: other tests' rows moved away
+        conn.execute(sa.text("DELETE FROM reporting.appointment_risk WHERE as_of = :d AND source <> :s"),
+                     {"d": as_of, "s": clinic.source})
+        conn.execute(sa.text("DELETE FROM reporting.overbooking_day WHERE as_of = :d"), {"d": as_of})
+    with pytest.raises(ClinicFlowError, match="nothing was optimised"):
+        publish(as_of)
+    run_optimisation(as_of, None, workers=1)
+    first = publish(as_of)
+    second = publish(as_of)
+    with migrated_warehouse.connect() as conn:
+        rows = conn.execute(sa.text("SELECT * FROM reporting.nightly_summary WHERE as_of = :d"),
+                            {"d": as_of}).mappings().all()
+    assert len(rows) == 1
+    assert first["appointments_scored"] == second["appointments_scored"] == clinic.appointments
+    assert rows[0]["extras_recommended"] == first["extras_recommended"] > 0
+    assert rows[0]["resource_days"] == 12 and rows[0]["resource_days_without_grid"] == 3
+    assert rows[0]["unplanned_appointments"] == 0
+    assert rows[0]["expected_patients_gained"] == pytest.approx(next_week_summary(as_of)["expected_patients_gained"],
+                                                                abs=0.01)

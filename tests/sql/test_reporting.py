@@ -18,7 +18,8 @@ LATIN = re.compile(r"[A-Za-z]{3}")
 CYRILLIC = re.compile(r"[А-Яа-яЁё]{3}")
 VIEWS = ("patient_flow_daily", "patient_flow_weekly", "risk_next_week", "overbooking_recommendations",
          "overbooking_next_week", "model_performance_weekly")
-TABLES = ("appointment_risk", "overbooking_day", "overbooking_slot", "policy_evaluation", "policy_evaluation_fairness")
+TABLES = ("appointment_risk", "overbooking_day", "overbooking_slot", "policy_evaluation", "policy_evaluation_fairness",
+          "nightly_summary")
 
 
 def test_every_reporting_relation_and_column_has_an_english_and_russian_comment(migrated_warehouse):
@@ -201,7 +202,7 @@ def test_reporting_migrations_roll_back_and_apply_again(scratch_database):
 
     migrations.upgrade(scratch_database)
     engine = sa.create_engine(scratch_database, poolclass=sa.pool.NullPool)
-    names = ("0020_reporting_tables", "0021_reporting_views", "0022_bi_role")
+    names = ("0020_reporting_tables", "0021_reporting_views", "0022_bi_role", "0023_nightly_summary")
     try:
         with engine.begin() as conn:
             for name in reversed(names):
