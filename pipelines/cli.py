@@ -135,3 +135,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     q = sources_sub.add_parser("list", help="list the configured sources and their last load")
     q.add_argument("--offline", action="store_true", help="do not read the last loads from the warehouse")
     q.set_defaults(handler=cmd_sources_list)
+
+    from pipelines.sources.medialog_cli import register as register_medialog_demo
+
+    register_medialog_demo(sub)
