@@ -225,8 +225,19 @@ def create_source_engine(source: SourceConfig, options: MedialogOptions | None =
 
 
 def _first_line(exc: BaseException) -> str:
-    text = str(getattr(exc, "orig", None) or exc).strip()
-    return text.splitlines()[0] if text else type(exc).__name__
+    """The driver's message in one line (pymssql's bytes and DB-Lib prefixes cleaned up)."""
+    orig = getattr(exc, "orig", None) or exc
+    flat: list[Any] = []
+    for arg in getattr(orig, "args", ()):
+        flat.extend(arg if isinstance(arg, tuple) else [arg])
+    parts = [a.decode("utf-8", "replace") if isinstance(a, bytes) else a for a in flat if isinstance(a, bytes | str)]
+    text = "\n".join(parts) if parts else str(orig)
+    lines = []
+    for line in text.splitlines():
+        line = line.strip()
+        if line and not line.startswith("DB-Lib error message") and line not in lines:
+            lines.append(line)
+    return "; ".join(lines[:2]).rstrip(".?! ") if lines else type(exc).__name__
 
 
 def _unavailable(source: SourceConfig, engine: sa.Engine, exc: BaseException) -> SourceUnavailableError:
@@ -464,18 +475,18 @@ class Queries:
                                                               m.c.PLANNING_ID.is_not(None)))
             if {"PATIENTS_ID", "DATE_CONSULTATION"} <= set(m.c.keys()):
                 p2 = self.s.table("PLANNING", "chg_p2")
-                parts.append(sa.select(p2.c.PLANNING_ID).join(m, sa.and_(
+                parts.append(sa.select(p2.c.PLANNING_ID).select_from(p2.join(m, sa.and_(
                     m.c.PATIENTS_ID == p2.c.PATIENTS_ID, m.c.DATE_CONSULTATION >= p2.c.DATE_CONS,
                     m.c.DATE_CONSULTATION < add_days(p2.c.DATE_CONS, _days(1)),
-                )).where(m.c.KRN_MODIFY_DATE > since_m))
+                ))).where(m.c.KRN_MODIFY_DATE > since_m))
         since_b = self._since("fm_bill")
         if since_b is not None and self.s.has("FM_BILL", "KRN_MODIFY_DATE") and self.s.has("FM_BILL", "BILL_DATE"):
             b = self.s.table("FM_BILL", "chg_b")
             p3 = self.s.table("PLANNING", "chg_p3")
-            parts.append(sa.select(p3.c.PLANNING_ID).join(b, sa.and_(
+            parts.append(sa.select(p3.c.PLANNING_ID).select_from(p3.join(b, sa.and_(
                 b.c.PATIENTS_ID == p3.c.PATIENTS_ID, b.c.BILL_DATE >= p3.c.DATE_CONS,
                 b.c.BILL_DATE < add_days(p3.c.DATE_CONS, _days(1 + self.o.grace_days)),
-            )).where(b.c.KRN_MODIFY_DATE > since_b))
+            ))).where(b.c.KRN_MODIFY_DATE > since_b))
         return sa.union(*parts)
 
     def _id_filter(self, column: sa.ColumnElement) -> sa.ColumnElement:
