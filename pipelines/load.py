@@ -383,13 +383,18 @@ _PG_TYPES = {TEXT: "text", INT: "bigint", TS: "timestamp", DATE: "date", TIME: "
              JSON: "jsonb"}
 
 
-def _csv_bytes(frame: pd.DataFrame, entity: Entity, batch_id: int) -> bytes:
+#: Rows per COPY chunk: bounds the memory of the CSV buffer (about 250 bytes a row).
+COPY_CHUNK_ROWS = 200_000
+
+
+def _csv_bytes(frame: pd.DataFrame, entity: Entity, batch_id: int, first_row: int = 1) -> bytes:
     """The frame as PostgreSQL CSV (NULL = unquoted empty field), written by pyarrow in C."""
     import pyarrow as pa
     import pyarrow.csv as pacsv
 
     n = len(frame)
-    arrays: list[pa.Array] = [pa.array(np.full(n, batch_id, dtype=np.int64)), pa.array(np.arange(1, n + 1))]
+    arrays: list[pa.Array] = [pa.array(np.full(n, batch_id, dtype=np.int64)),
+                              pa.array(np.arange(first_row, first_row + n))]
     for column, kind in entity.columns:
         series = frame[column]
         if kind in (TEXT, TIME, JSON):
@@ -426,11 +431,11 @@ def copy_to_staging(raw_conn: Any, batch_id: int, prepared: Prepared) -> dict[st
                 continue
             create_partition(cursor, entity, batch_id)
             columns = ", ".join(["load_batch_id", "row_no", *entity.column_names])
-            payload = _csv_bytes(frame, entity, batch_id)
-            cursor.copy_expert(
-                f"COPY {staging_table(entity, batch_id)} ({columns}) FROM STDIN WITH (FORMAT csv)",
-                io.BytesIO(payload),
-            )
+            sql = f"COPY {staging_table(entity, batch_id)} ({columns}) FROM STDIN WITH (FORMAT csv)"
+            for start in range(0, max(len(frame), 1), COPY_CHUNK_ROWS):
+                payload = _csv_bytes(frame.iloc[start:start + COPY_CHUNK_ROWS], entity, batch_id, start + 1)
+                cursor.copy_expert(sql, io.BytesIO(payload))
+                del payload
             cursor.execute(f"ANALYZE {staging_table(entity, batch_id)}")
             counts[entity.name] = len(frame)
     return counts

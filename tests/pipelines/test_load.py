@@ -280,3 +280,17 @@ def test_an_empty_incremental_extract_loads_nothing(settings_env, migrated_wareh
     after = core_snapshot(migrated_warehouse, name)
     assert after["appointment"] == before["appointment"]
     assert ingest.read_watermarks(name) == {"PLANNING": datetime(2026, 10, 31, 12)}
+
+
+def test_copy_in_chunks_numbers_rows_once(vitoria, migrated_warehouse, monkeypatch):
+    name, _ = vitoria
+    monkeypatch.setattr(load, "COPY_CHUNK_ROWS", 7)
+    staged = ingest.stage_source(name, AS_OF)
+    with migrated_warehouse.connect() as conn:
+        rows = conn.execute(sa.text(
+            f"SELECT row_no, appointment_id FROM {load.staging_table('appointment', staged['batch_id'])} "
+            "ORDER BY row_no")).all()
+    assert [r.row_no for r in rows] == list(range(1, 41))
+    assert [r.appointment_id for r in rows] == [r["AppointmentID"] for r in vitoria_rows(40)]
+    ingest.validate_batch(staged["batch_id"])
+    assert ingest.load_batch(staged["batch_id"])["core"]["appointment"]["inserted"] == 40
