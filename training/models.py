@@ -11,6 +11,7 @@ lowers the risk, all else equal), as :data:`features.definitions.FEATURES` decla
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
@@ -23,7 +24,7 @@ from features import definitions
 log = logging.getLogger(__name__)
 
 EPS = 1e-6
-N_JOBS = 2
+N_JOBS = max(1, os.cpu_count() or 1)
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -164,8 +165,7 @@ class LogisticLearner(Learner):
         enc = self.encoder.transform(X)
         num = enc[self.encoder.numeric].to_numpy(dtype=float)
         if fit:
-            self._median = np.nanmedian(np.where(np.isnan(num), np.nan, num), axis=0)
-            self._median = np.where(np.isnan(self._median), 0.0, self._median)
+            self._median = pd.DataFrame(num).median().fillna(0.0).to_numpy()
         missing = np.isnan(num)
         filled = np.where(missing, self._median, num)
         if fit:
@@ -310,7 +310,7 @@ class LightGBMLearner(Learner):
         enc = self.encoder.transform(X)
         self.model = lgb.LGBMClassifier(
             random_state=self.seed, n_jobs=N_JOBS, verbose=-1, deterministic=True, force_row_wise=True,
-            monotone_constraints=monotone_signs(list(enc.columns)), monotone_constraints_method="advanced",
+            monotone_constraints=monotone_signs(list(enc.columns)), monotone_constraints_method="intermediate",
             **self.params)
         self.model.fit(enc, y)
 

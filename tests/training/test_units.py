@@ -1,0 +1,126 @@
+"""Fast unit tests of the training building blocks (no database)."""
+
+from __future__ import annotations
+
+from datetime import date
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from clinicflow.errors import ClinicFlowError
+from training import calibration
+from training.dataset import model_inputs, rolling_origin
+from training.metrics import auc_by_group, ece, evaluate, top_decile_lift
+from training.models import Encoder, fit_stack_weights, make
+from training.registry import judge
+from training.trainer import TrainConfig
+from training.tuning import allocate
+
+
+def test_rolling_origin_windows_and_embargo():
+    folds = rolling_origin(date(2026, 3, 30), folds=3, fold_days=7, embargo_days=7)
+    assert [str(f.valid) for f in folds] == ["2026-03-09…2026-03-15", "2026-03-16…2026-03-22", "2026-03-23…2026-03-29"]
+    assert [f.train_end for f in folds] == [date(2026, 3, 2), date(2026, 3, 9), date(2026, 3, 16)]
+
+
+def test_model_inputs_expand_flags_qualify_ids_and_drop_keys():
+    frame = pd.DataFrame({
+        "source": ["a", "b"], "appointment_id": ["1", "2"], "patient_key": ["k1", "k2"], "lead_days": [3, 0],
+        "same_day_booking": [False, True], "practitioner_id": ["7", None],
+        "patient_flags": [{"diabetes": 1, "note": "x"}, {}], "external": ['{"weather_t": -3}', "{}"],
+    })
+    X = model_inputs(frame)
+    assert "patient_key" not in X and "appointment_id" not in X and "source" not in X
+    assert X["practitioner_id"].tolist() == ["a:7", None]
+    assert X["same_day_booking"].tolist() == [0.0, 1.0]
+    assert X["flag_diabetes"].iloc[0] == 1.0 and np.isnan(X["flag_diabetes"].iloc[1])
+    assert "flag_note" not in X and X["ext_weather_t"].iloc[0] == -3.0
+    assert list(model_inputs(frame, features=["lead_days", "flag_missing"]).columns) == ["lead_days", "flag_missing"]
+
+
+def test_encoder_maps_rare_and_unseen_levels_to_other():
+    X = pd.DataFrame({"c": ["a"] * 30 + ["b"] * 3, "n": np.arange(33.0)})
+    enc = Encoder(min_count=20).fit(X)
+    out = enc.transform(pd.DataFrame({"c": ["a", "b", "zzz", None], "n": [1.0, 2.0, 3.0, 4.0]}))
+    assert out["c"].astype(object).tolist()[:3] == ["a", Encoder.OTHER, Encoder.OTHER]
+    assert pd.isna(out["c"].iloc[3])
+
+
+def test_metrics_known_values():
+    y = np.array([0, 0, 1, 1])
+    p = np.array([0.1, 0.4, 0.35, 0.8])
+    m = evaluate(y, p)
+    assert m["auc"] == pytest.approx(0.75)
+    assert m["brier"] == pytest.approx(np.mean((p - y) ** 2))
+    assert ece(np.array([0, 1] * 50), np.full(100, 0.5)) == pytest.approx(0.0)
+    assert ece(np.zeros(10), np.full(10, 0.3)) == pytest.approx(0.3)
+    yy = np.array([1] * 10 + [0] * 90)
+    assert top_decile_lift(yy, np.linspace(1, 0, 100)) == pytest.approx(10.0)
+    groups = auc_by_group(np.tile(y, 10), np.tile(p, 10), pd.Series(["F", "M"] * 20), min_size=10)
+    assert set(groups) == {"F", "M"}
+
+
+def test_calibration_choice_fixes_a_miscalibrated_model():
+    rng = np.random.default_rng(0)
+    folds_p, folds_y = [], []
+    for _ in range(3):
+        true = rng.uniform(0.02, 0.5, 3000)
+        y = (rng.random(3000) < true).astype(int)
+        folds_p.append(np.clip(true * 1.8, 0, 0.99))  # overconfident
+        folds_y.append(y)
+    choice = calibration.choose(folds_p, folds_y)
+    assert choice.method in ("sigmoid", "isotonic")
+    assert choice.scores[choice.method] < choice.scores["none"]
+    cal = calibration.fit_final(choice.method, folds_p, folds_y)
+    fixed = cal.transform(folds_p[0])
+    assert abs(fixed.mean() - folds_y[0].mean()) < 0.02
+    assert np.all(np.diff(cal.transform(np.linspace(0.01, 0.99, 50))) >= -1e-12)  # never reverses the ranking
+
+
+def test_stack_weights_are_non_negative():
+    rng = np.random.default_rng(1)
+    z = rng.normal(size=(2000, 3))
+    y = (rng.random(2000) < 1 / (1 + np.exp(-(1.5 * z[:, 0] - 0.8 * z[:, 1])))).astype(int)
+    w, _ = fit_stack_weights(z, y)
+    assert np.all(w >= 0) and w[0] > 1.0 and w[1] == pytest.approx(0.0, abs=1e-6)
+
+
+def test_trial_allocation_and_config_errors():
+    assert allocate(["lightgbm", "xgboost", "forest", "tree", "logreg"], 30) == {
+        "lightgbm": 11, "xgboost": 9, "forest": 4, "tree": 3, "logreg": 3}
+    assert sum(allocate(["lightgbm", "logreg"], 5).values()) == 5
+    assert allocate(["lightgbm"], 0) == {"lightgbm": 0}
+    with pytest.raises(ClinicFlowError, match="unknown algorithm"):
+        TrainConfig(algorithms=["svm"]).validate()
+    with pytest.raises(ClinicFlowError, match="unknown training option"):
+        TrainConfig().with_overrides({"tirals": 3})
+    with pytest.raises(ClinicFlowError, match="unknown feature"):
+        TrainConfig(features=["patient_key"]).validate()
+    assert TrainConfig().hash() != TrainConfig(trials=5).hash()
+
+
+def test_gate_judgement():
+    champion = {"log_loss": 0.40, "auc": 0.70}
+    assert judge({"log_loss": 0.39, "auc": 0.71}, champion, 0.001)[0]
+    promoted, reason = judge({"log_loss": 0.3995, "auc": 0.72}, champion, 0.001)
+    assert not promoted and "log loss not better by the margin" in reason
+    promoted, reason = judge({"log_loss": 0.35, "auc": 0.69}, champion, 0.001)
+    assert not promoted and "AUC lower" in reason
+
+
+def test_learners_give_probabilities_and_additive_contributions():
+    rng = np.random.default_rng(2)
+    n = 600
+    X = pd.DataFrame({"lead_days": rng.integers(0, 30, n).astype(float), "age": rng.integers(0, 90, n).astype(float),
+                      "channel": rng.choice(["x:web", "x:phone"], n).astype(object)})
+    y = (rng.random(n) < 0.1 + 0.01 * X["lead_days"]).astype(int)
+    for name in ("logreg", "lightgbm", "xgboost", "tree", "forest"):
+        learner = make(name, {"n_estimators": 30} if name in ("lightgbm", "xgboost", "forest") else None).fit(X, y)
+        p = learner.predict(X)
+        assert p.shape == (n,) and np.all((p >= 0) & (p <= 1))
+        contrib = learner.contributions(X.head(20))
+        assert list(contrib.columns) == [*learner.features, "bias"]
+        total = contrib.sum(axis=1).to_numpy()
+        expected = learner.margin(X.head(20)) if learner.contribution_space == "log-odds" else p[:20]
+        assert np.allclose(total, expected, atol=1e-4), name
