@@ -559,6 +559,15 @@ def _draw(rng, clinic: Clinic, patients: pd.DataFrame, slot_res: np.ndarray, slo
             chosen = want_child == is_child
             weights = patients["ACTIVITY"].to_numpy()[pool]
             patient[chosen] = rng.choice(pool, chosen.sum(), p=weights / weights.sum())
+        # nobody is seen before they are born (+ a month): such bookings go to a child born by then
+        birth = patients["BIRTH_DAY"].to_numpy()
+        unborn = birth[patient] > start_day - 30
+        if unborn.any():
+            children = np.flatnonzero(patients["CHILD"].to_numpy())
+            children = children[np.argsort(birth[children], kind="stable")]
+            born = np.searchsorted(birth[children], start_day[unborn] - 30, side="right")
+            pick = (rng.random(unborn.sum()) * np.maximum(born, 1)).astype(np.int64)
+            patient[unborn] = children[np.minimum(pick, len(children) - 1)]
     if booked is None:
         same_day = rng.random(n) < np.array([s.same_day for s in SPECIALTIES])[spec]
         mean_lead = np.array([s.mean_lead_days for s in SPECIALTIES])[spec]
