@@ -14,6 +14,14 @@ otherwise). The run's **as-of date** is its logical date in clinic time, or the 
 | `load_core` (per source) | one transaction: upserts, deletes, watermarks | `core`, `ops.watermark` |
 | `features` | point-in-time features of the horizon's bookings; training back-fill | `features.*` |
 | `train` | when due: tune, validate, register `noshow`, champion gate | MLflow, `ml.training_run` |
+| `score` | the horizon's bookings scored by `models:/noshow@champion`, 3 reasons each | `reporting.appointment_risk` |
+| `overbooking_partitions` | the (source, branch) pairs with scored appointments | XCom |
+| `optimise` (per branch) | OR-Tools optimiser: extras per slot, effect per day | `reporting.overbooking_slot`, `_day` |
+| `publish` | consistency checks, the run's summary, statistics for BI | `reporting.nightly_summary` |
+
+Scoring fails when there is no champion or it cannot be loaded (the log says what to do), except on a
+new installation whose `train` task of the same run had too little history: then nothing is scored,
+the task's log and XCom say why, and the optimisation and publishing find nothing to do.
 
 Every task is idempotent for its as-of date: re-running a date replaces that date's results.
 Each task calls one function that also runs from the `clinicflow` command line.
@@ -151,10 +159,82 @@ def nightly():
         except ClinicFlowError as exc:
             raise AirflowFailException(str(exc)) from exc
 
+    @task(task_id="score", outlets=[warehouse_asset("reporting", "appointment_risk")],
+          doc_md="Score the booked appointments of the horizon with `models:/noshow@champion`: probability, risk "
+                 "band and the top three reasons in plain words (`clinicflow score`). Replaces the date's rows.")
+    def score(trained: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from clinicflow.errors import ClinicFlowError
+        from scoring.stage import load_champion, run_scoring
+
+        as_of = context_as_of(get_current_context())
+        try:
+            load_champion()
+        except ClinicFlowError as exc:
+            known_model = trained.get("champion_version") or trained.get("model_version")
+            bootstrap = not trained.get("trained") and not known_model
+            if bootstrap:  # a new installation: this run's training had too little history, as train said
+                import logging
+
+                reason = (f"nothing scored: there is no champion yet because this run's training was skipped "
+                          f"({trained.get('reason')}); scoring starts once a model has been trained")
+                logging.getLogger("scoring").warning("score: %s", reason)
+                return {"as_of": as_of.isoformat(), "scored": False, "appointments_scored": 0, "reason": reason}
+            raise AirflowFailException(str(exc)) from exc
+        try:
+            return run_scoring(as_of)
+        except ClinicFlowError as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    @task(task_id="overbooking_partitions",
+          doc_md="The (source, branch) pairs with scored appointments; `optimise` is mapped over them (one "
+                 "`all` task that finds nothing to do when nothing was scored).")
+    def overbooking_partitions(scored: dict) -> list[dict]:
+        from optimization.stage import list_partitions
+
+        found = [{"source": p["source"], "branch_id": p["branch_id"]}
+                 for p in list_partitions(context_as_of(get_current_context()))]
+        return found or [{"all": True}]
+
+    @task(task_id="optimise", map_index_template="{{ partition_label }}",
+          outlets=[warehouse_asset("reporting", "overbooking_day"), warehouse_asset("reporting", "overbooking_slot")],
+          doc_md="Recommended extra bookings per slot for every resource-day of one branch: exact slot model, OR-Tools "
+                 "CP-SAT neighbourhood search warm-started from greedy (`clinicflow optimize`).")
+    def optimise(partition: dict) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from clinicflow.errors import ClinicFlowError
+        from optimization.stage import run_optimisation
+
+        context = get_current_context()
+        label = "all" if partition.get("all") else f"{partition['source']}/{partition['branch_id']}"
+        context["partition_label"] = label  # type: ignore[typeddict-unknown-key]
+        try:
+            return run_optimisation(context_as_of(context), partition, allow_empty=True)
+        except ClinicFlowError as exc:
+            raise AirflowFailException(str(exc)) from exc
+
+    @task(task_id="publish", outlets=[warehouse_asset("reporting", "nightly_summary")],
+          doc_md="Check the run's reporting rows, record its summary in `reporting.nightly_summary` and refresh "
+                 "statistics for BI tools (`clinicflow next-week` prints the summary).")
+    def publish(optimised: list[dict]) -> dict:
+        from airflow.sdk.exceptions import AirflowFailException
+
+        from clinicflow.errors import ClinicFlowError
+        from optimization.publish import publish as publish_run
+
+        try:
+            return publish_run(context_as_of(get_current_context()))
+        except ClinicFlowError as exc:
+            raise AirflowFailException(str(exc)) from exc
+
     sources = list_sources()
     migrate() >> health_check() >> sources
     loaded = load_core.expand(validated=validate.expand(staged=ingest.expand(source_name=sources)))
-    loaded >> build_features() >> train_model()
+    trained = train_model()
+    loaded >> build_features() >> trained
+    publish(optimise.expand(partition=overbooking_partitions(score(trained))))
 
 
 nightly()
