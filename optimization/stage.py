@@ -50,7 +50,7 @@ class Partition:
 
     @classmethod
     def from_dict(cls, value: dict[str, Any] | None) -> Partition:
-        if not value:
+        if not value or value.get("all"):
             return cls()
         return cls(source=value.get("source"), branch_id=value.get("branch_id"), all_branches=False)
 
@@ -260,11 +260,21 @@ def write_recommendations(as_of: date, partition: Partition, day_frame: Any, slo
 
 
 def run_optimisation(as_of: date, partition: dict[str, Any] | Partition | None = None, *,
-                     settings: Settings | None = None, workers: int | None = None) -> dict[str, Any]:
-    """The nightly ``optimise`` task for one partition (or all): returns a JSON-able summary."""
+                     settings: Settings | None = None, workers: int | None = None,
+                     allow_empty: bool = False) -> dict[str, Any]:
+    """The nightly ``optimise`` task for one partition (or all): returns a JSON-able summary.
+
+    Without scored appointments for ``as_of`` it raises (run the scoring first), unless ``allow_empty``
+    (the DAG: a horizon with no bookings is not an error), which writes nothing and says so.
+    """
     settings = settings or get_settings()
     part = partition if isinstance(partition, Partition) else Partition.from_dict(partition)
     config = OverbookingConfig.from_settings(settings)
+    if allow_empty and not list_partitions(as_of, settings):
+        log.warning("no scored appointments for as-of %s: nothing to optimise", as_of)
+        return {"as_of": as_of.isoformat(), "partition": part.label, "resource_days": 0, "booking_order_days": 0,
+                "extras_recommended": 0, "expected_patients_gained": 0.0, "optimizer_p95_s": 0.0, "seconds": 0.0,
+                "note": "no scored appointments for this as-of date"}
     with timed(f"overbooking optimisation as of {as_of} ({part.label})", log) as timer:
         q = extra_show_probability(as_of, settings)
         days, starts = load_horizon(as_of, part, settings, q)

@@ -9,7 +9,7 @@ import sqlalchemy as sa
 
 from clinicflow.errors import ClinicFlowError
 from scoring.stage import run_scoring
-from tests.scoring.conftest import AS_OF
+from tests.scoring.champion import AS_OF
 
 
 def test_missing_champion_says_what_to_do(scoring_env):
