@@ -315,7 +315,7 @@ def test_next_day_rereads_the_window_and_settles_yesterday(next_day, full, truth
     before = full.appointments.set_index("appointment_id")
     yesterday = before[(before["start_at"] >= pd.Timestamp(TODAY)) & (before["start_at"] < pd.Timestamp(tomorrow))]
     kept = yesterday[yesterday["status"] == "booked"].index
-    assert len(kept) > 5 and kept.isin(a.index).all()
+    assert len(kept) >= 3 and kept.isin(a.index).all()
     settled = a.loc[kept.intersection(a.index), "status"]
     outcome = truth.set_index("appointment_id").loc[settled.index, "OUTCOME"]
     expected = outcome.map({"show": "fulfilled", "noshow": "noshow", "cancelled": "cancelled_unknown",
