@@ -298,6 +298,8 @@ class ProofResult:
     registered_models: list[str] = field(default_factory=list)
     champion: dict[str, Any] | None = None
     unauthenticated_status: dict[str, int] = field(default_factory=dict)
+    #: Where the run's sources came from: "given", "demo" (pipelines.demo) or "fallback" (small export).
+    sources_origin: str = "none"
     #: Where an artifact logged with a worker's settings landed (MLflow's proxied artifact store).
     artifact_probe: str = ""
 
@@ -610,6 +612,8 @@ def run_proof(server: sa.URL, prefix: str, workdir: Path, dag_id: str = "nightly
         demo = {} if sources else demo_sources(variables, as_of or date.today())
         worker_env = {k: v for k, v in demo.items() if k != "CLINICFLOW_SOURCES"}
         chosen = sources or demo.get("CLINICFLOW_SOURCES") or fallback_sources
+        result.sources_origin = ("given" if sources else "demo" if demo.get("CLINICFLOW_SOURCES")
+                                 else "fallback" if fallback_sources else "none")
         if chosen:
             stack.variables["CLINICFLOW_SOURCES"] = chosen
         log(f"sources: {chosen or '(none)'}")
@@ -706,7 +710,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
     print(json.dumps({"timings_s": {k: round(v, 1) for k, v in result.timings.items()},
                       "tasks": result.task_states, "reporting_rows": result.reporting_rows,
-                      "produced_rows": result.produced_rows,
+                      "produced_rows": result.produced_rows, "sources": result.sources_origin,
                       "failures_recorded": result.failures_recorded, "registered_models": result.registered_models,
                       "champion": result.champion, "unauthenticated_status": result.unauthenticated_status,
                       "artifact_probe": result.artifact_probe},
