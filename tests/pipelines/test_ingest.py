@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import secrets
-from datetime import date
+from datetime import date, timedelta
 
 import pytest
 import sqlalchemy as sa
@@ -119,3 +119,69 @@ def test_cli_ingest_and_sources_list(tmp_path, settings_env, migrated_warehouse,
     write_vitoria(path, vitoria_rows(3), drop=("Age",))
     assert main(["ingest", "--source", name]) == 1
     assert "lacks column(s) ['Age']" in capsys.readouterr().err
+
+
+KNOWN_NAMES = ("Секретова Глафира Ипатьевна", "Приватный Евлампий Сысоевич")
+KNOWN_PHONES = ("+7 900 314-15-92", "+7 900 271-82-81")
+
+
+def _text_columns(conn) -> list[tuple[str, str, str, str]]:
+    return conn.execute(sa.text(
+        "SELECT table_schema, table_name, column_name, data_type FROM information_schema.columns "
+        "WHERE table_schema NOT IN ('pg_catalog', 'information_schema') "
+        "AND data_type IN ('text', 'jsonb', 'json', 'character varying', 'ARRAY')")).all()
+
+
+def test_medialog_source_with_known_names_and_phones_leaves_no_trace(server_url, test_db_prefix, settings_env,
+                                                                     migrated_warehouse):
+    """The generated Medialog source gives known names and phones to its most active patients; after two
+    nightly loads (the second one a day later, incremental) none of them — and no raw PATIENTS_ID — is
+    anywhere in the warehouse: every text and JSON column of every schema is scanned."""
+    from clinicflow import db
+    from pipelines.sources import medialog_generator as gen
+
+    today = date(2026, 11, 2)
+    url = server_url.set(database=f"{test_db_prefix}_src_pii")
+    gen.generate(url, appointments=3_000, seed=9, today=today, known_names=KNOWN_NAMES, known_phones=KNOWN_PHONES)
+    engine = sa.create_engine(url, poolclass=sa.pool.NullPool)
+    with engine.connect() as conn:
+        people = conn.execute(sa.text('SELECT "PATIENTS_ID", "NOM", "TEL" FROM "PATIENTS"')).all()
+    engine.dispose()
+    name = f"ml_{secrets.token_hex(3)}"
+    settings_env(sources=json.dumps([{"name": name, "kind": "medialog", "url": url.render_as_string(False),
+                                      "options": gen.connector_options()}]))
+    first = ingest.ingest(name, today)
+    assert first["core"]["appointment"]["inserted"] > 1_000
+    gen.advance(url, today + timedelta(days=1))
+    db.dispose_engines()
+    second = ingest.ingest(name, today + timedelta(days=1))
+    changed = second["core"]["appointment"]["inserted"] + second["core"]["appointment"]["updated"]
+    assert 0 < changed < first["core"]["appointment"]["inserted"] / 5, "the next day loads only what changed"
+
+    words = {w for n in KNOWN_NAMES for w in n.split()[:2]}  # surname and given name of the known patients
+    digits = {"".join(ch for ch in p if ch.isdigit()) for p in KNOWN_PHONES}
+    phones = {r.TEL for r in people if r.TEL}  # every patient's phone, as the source writes it
+    assert {w for n in KNOWN_NAMES for w in n.split()} & {r.NOM for r in people}, "the known names were used"
+    assert set(KNOWN_PHONES) <= phones
+    needles = sorted({*KNOWN_NAMES, *words, *digits, *phones})
+    patterns = [f"%{n}%" for n in needles]
+    raw_ids = {str(r.PATIENTS_ID) for r in people}
+    with migrated_warehouse.connect() as conn:
+        for schema, table, column, kind in _text_columns(conn):
+            target = f'"{schema}"."{table}"'
+            found = conn.execute(sa.text(f'SELECT "{column}"::text FROM {target} WHERE "{column}"::text LIKE ANY '
+                                         "(:patterns) LIMIT 1"), {"patterns": patterns}).scalar()
+            assert found is None, f"a patient's name or phone is in {schema}.{table}.{column}: {found[:80]!r}"
+            if kind in ("jsonb", "json"):  # no JSON field is a patient id, no JSON value equals a raw id
+                hits = conn.execute(sa.text(
+                    f"SELECT count(*) FROM {target} t, jsonb_each_text(CASE WHEN jsonb_typeof(t.\"{column}\"::jsonb) "
+                    f"= 'object' THEN t.\"{column}\"::jsonb ELSE '{{}}'::jsonb END) kv "
+                    "WHERE kv.key ~* 'patients?_?(source_)?id' OR kv.value = ANY(:ids)"),
+                    {"ids": sorted(raw_ids)}).scalar()
+                assert hits == 0, f"{schema}.{table}.{column} has a patient field"
+            if "patient" in column:  # a patient column holds keys, never a raw id
+                values = set(conn.execute(sa.text(f'SELECT DISTINCT "{column}"::text FROM {target}')).scalars())
+                assert not values & raw_ids, f"raw PATIENTS_ID in {schema}.{table}.{column}"
+        keys = set(conn.execute(sa.text("SELECT patient_key FROM core.patient WHERE source = :s"),
+                                {"s": name}).scalars())
+    assert keys and all(len(k) == 32 for k in keys)
