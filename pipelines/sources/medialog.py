@@ -1203,7 +1203,14 @@ def _extract(conn: sa.Connection, request: base.ExtractRequest, options: Medialo
         raise DataQualityError(
             f"{request.source.name}: this database lacks Medialog columns the connector needs: {', '.join(missing)}. "
             "Is the URL (and option 'schema') pointing at the Medialog database, and may the login see these tables?")
-    absent = [f"{t}.{c}" for t, c in OPTIONAL_COLUMNS if not schema.has(t, c)]
+    invisible = [t for t in _TABLES if not schema.has(t)]
+    if invisible:
+        message = (f"tables not visible to this login: {', '.join(invisible)} — not in this installation, or the "
+                   "login may not read them (INFORMATION_SCHEMA shows only readable tables); what they give "
+                   "(evidence, reminders, capacity, names of branches…) is missing from this run")
+        log.warning("medialog %s: %s", request.source.name, message)
+        problems.append(message)
+    absent = [f"{t}.{c}" for t, c in OPTIONAL_COLUMNS if schema.has(t) and not schema.has(t, c)]
     if absent:
         log.info("medialog %s: optional columns not in this installation (switched off): %s",
                  request.source.name, ", ".join(absent))

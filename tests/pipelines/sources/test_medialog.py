@@ -372,6 +372,11 @@ def test_runs_under_a_select_only_role(server_url, source, full, test_db_prefix)
                     conn.execute(sa.text(statement))
                 conn.rollback()
         engine.dispose()
+        # a table the login may not read is invisible in INFORMATION_SCHEMA: said loudly, not guessed
+        _sql(source, f'REVOKE SELECT ON "FM_BILL" FROM "{role}"')
+        partial = _extract(as_role)
+        assert any("FM_BILL" in p and "may not read" in p for p in partial.problems)
+        assert not any("FM_BILL" in p for p in full.problems)
     finally:
         _sql(source, f'REVOKE ALL ON {", ".join(chr(34) + t + chr(34) for t in MEDIALOG_TABLES)} FROM "{role}"',
              f'REVOKE USAGE ON SCHEMA public FROM "{role}"',
