@@ -95,6 +95,7 @@ SECRETS: tuple[Secret, ...] = (
     Secret("AIRFLOW_DB_PASSWORD", "password", "password of Airflow's database user"),
     Secret("MLFLOW_DB_PASSWORD", "password", "password of MLflow's database user"),
     Secret("GRAFANA_DB_PASSWORD", "password", "password of Grafana's read-only database user"),
+    Secret("BI_DB_PASSWORD", "password", "password of the BI tools' read-only database user"),
     Secret("RABBITMQ_PASSWORD", "password", "RabbitMQ password"),
     Secret("GRAFANA_ADMIN_PASSWORD", "password", "password of the Grafana admin user"),
 )

@@ -298,6 +298,8 @@ class ProofResult:
     registered_models: list[str] = field(default_factory=list)
     champion: dict[str, Any] | None = None
     unauthenticated_status: dict[str, int] = field(default_factory=dict)
+    #: What each database login may do in the warehouse, checked with its own privileges.
+    roles: dict[str, bool] = field(default_factory=dict)
     #: Where the run's sources came from: "given", "demo" (pipelines.demo) or "fallback" (small export).
     sources_origin: str = "none"
     #: Where an artifact logged with a worker's settings landed (MLflow's proxied artifact store).
@@ -333,6 +335,8 @@ def proof_variables(server: sa.URL, prefix: str, workdir: Path) -> dict[str, str
         "MLFLOW_DB_PASSWORD": secret(),
         "GRAFANA_DB_USER": f"{prefix}_grafana",
         "GRAFANA_DB_PASSWORD": secret(),
+        "BI_DB_USER": f"{prefix}_bi",
+        "BI_DB_PASSWORD": secret(),
         "RABBITMQ_HOST": "127.0.0.1",
         "RABBITMQ_PORT": "5672",
         "RABBITMQ_USER": "guest",
@@ -398,7 +402,8 @@ def drop_databases_and_roles(server: sa.URL, variables: Mapping[str, str]) -> No
     """Remove what init_databases made (databases first: roles that own one cannot be dropped)."""
     names = [variables[k] for k in ("CLINICFLOW_DB_NAME", "AIRFLOW_DB_NAME", "MLFLOW_DB_NAME", "MLFLOW_AUTH_DB_NAME")]
     names.append(variables["CLINICFLOW_DB_NAME"] + "_optuna")
-    roles = [variables[k] for k in ("CLINICFLOW_DB_USER", "AIRFLOW_DB_USER", "MLFLOW_DB_USER", "GRAFANA_DB_USER")]
+    roles = [variables[k] for k in ("CLINICFLOW_DB_USER", "AIRFLOW_DB_USER", "MLFLOW_DB_USER", "GRAFANA_DB_USER",
+                                    "BI_DB_USER")]
     engine = sa.create_engine(server.set(database="postgres"), isolation_level="AUTOCOMMIT",
                               poolclass=sa.pool.NullPool)
     try:
@@ -533,6 +538,51 @@ def warehouse_tables_announced(api: Api, dag_id: str, run_id: str) -> list[str]:
         if match:
             tables.append(f"{match.group(1)}.{match.group(2)}")
     return sorted(set(tables))
+
+
+def role_checks(warehouse: sa.URL, variables: Mapping[str, str]) -> dict[str, bool]:
+    """What the logins that init-databases.sh made may do, each tried with that login's privileges."""
+    pipeline, airflow = variables["CLINICFLOW_DB_USER"], variables["AIRFLOW_DB_USER"]
+    bi, grafana = variables["BI_DB_USER"], variables["GRAFANA_DB_USER"]
+    engine = sa.create_engine(warehouse, poolclass=sa.pool.NullPool)
+
+    def allowed(role: str, sql: str) -> bool:
+        with engine.connect() as conn:
+            transaction = conn.begin()
+            try:
+                conn.execute(sa.text(f'SET LOCAL ROLE "{role}"'))
+                conn.execute(sa.text(sql))
+                return True
+            except sa.exc.ProgrammingError as exc:
+                if "permission denied" in str(exc):
+                    return False
+                raise
+            finally:
+                transaction.rollback()
+
+    try:
+        with engine.connect() as conn:
+            superuser = conn.execute(sa.text("SELECT rolsuper FROM pg_roles WHERE rolname = :r"),
+                                     {"r": pipeline}).scalar()
+            reporting = conn.execute(sa.text(
+                "SELECT table_name FROM information_schema.tables WHERE table_schema = 'reporting' "
+                "AND table_type = 'BASE TABLE' ORDER BY 1 LIMIT 1")).scalar()
+        checks = {
+            "pipeline is not a superuser": not superuser,
+            "pipeline writes ops": allowed(pipeline, "DELETE FROM ops.task_failure WHERE false"),
+            "pipeline writes core": allowed(pipeline, "DELETE FROM core.appointment WHERE false"),
+            "grafana reads ops": allowed(grafana, "SELECT count(*) FROM ops.task_failure"),
+            "grafana cannot read core": not allowed(grafana, "SELECT count(*) FROM core.appointment"),
+            "bi cannot read core": not allowed(bi, "SELECT count(*) FROM core.appointment"),
+            "bi cannot read ops": not allowed(bi, "SELECT count(*) FROM ops.task_failure"),
+            "airflow cannot read core": not allowed(airflow, "SELECT count(*) FROM core.appointment"),
+        }
+        if reporting:
+            checks["bi reads reporting"] = allowed(bi, f'SELECT count(*) FROM reporting."{reporting}"')
+            checks["bi cannot write reporting"] = not allowed(bi, f'DELETE FROM reporting."{reporting}" WHERE false')
+        return checks
+    finally:
+        engine.dispose()
 
 
 def recorded_failures(warehouse: sa.URL, run_id: str) -> int:
@@ -677,6 +727,7 @@ def run_proof(server: sa.URL, prefix: str, workdir: Path, dag_id: str = "nightly
         result.asset_events = warehouse_tables_announced(api, dag_id, result.run_id)
         result.produced_rows = table_rows(warehouse, sorted({*result.asset_events, *MUST_BE_FILLED}))
         result.failures_recorded = recorded_failures(warehouse, result.run_id)
+        result.roles = role_checks(warehouse, variables)
         result.registered_models, result.champion = read_registry(mlflow_base, mlflow_auth)
         result.artifact_probe = probe_artifacts(stack, worker_env)
         result.timings["total"] = time.perf_counter() - started
@@ -713,7 +764,7 @@ def main(argv: list[str] | None = None) -> int:
                       "produced_rows": result.produced_rows, "sources": result.sources_origin,
                       "failures_recorded": result.failures_recorded, "registered_models": result.registered_models,
                       "champion": result.champion, "unauthenticated_status": result.unauthenticated_status,
-                      "artifact_probe": result.artifact_probe},
+                      "artifact_probe": result.artifact_probe, "roles": result.roles},
                      indent=2, default=str))
     return 0
 

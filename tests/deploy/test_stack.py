@@ -75,6 +75,10 @@ def test_nightly_runs_on_the_compose_stack(local_stack, server_url, test_db_pref
     empty = {table: rows for table, rows in result.produced_rows.items() if table in must_fill and rows == 0}
     assert not empty, f"tables left empty by a successful run: {sorted(empty)}"
 
+    # Database roles: the pipeline (not a superuser) migrated and wrote; BI reads reporting only.
+    assert result.roles and all(result.roles.values()), result.roles
+    assert "bi reads reporting" in result.roles
+
     # A worker's MLflow settings log artifacts through the server into its artifact store.
     assert result.artifact_probe.startswith("clinicflow/"), result.artifact_probe
 
