@@ -112,6 +112,33 @@ def cmd_source_config(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench(args: argparse.Namespace) -> int:
+    import sqlalchemy as sa
+
+    from pipelines.sources.medialog_bench import run
+    from pipelines.sources.medialog_generator import default_demo_url
+
+    url = sa.make_url(args.url) if args.url else default_demo_url().set(
+        database=f"{default_demo_url().database.removesuffix('_medialog_demo')}_medialog_bench")
+    result = run(url, args.appointments, args.today or date.today())
+    if args.json:
+        print(json.dumps(result, default=str))
+        return 0
+    g, f, n = result["generate"], result["extract_full"], result["next_day"]
+    print(f"Medialog source benchmark, {args.appointments:,} appointments ({result['database']})")
+    print(f"  generate:            {g['seconds']:>7.1f}s  {g['rows_per_s']:>9,} rows/s  peak {g['peak_rss_mb']:,} MB")
+    print(f"  bare COPY PLANNING:  {f['baseline_bare_copy_of_planning_s']:>7.1f}s  (floor)")
+    print(f"  pandas.read_sql *:   {f['baseline_pandas_read_sql_select_star_s']:>7.1f}s  (naive baseline)")
+    print(f"  extract, COPY path:  {f['connector_copy_path_s']:>7.1f}s  {f['connector_copy_rows_per_s']:>9,} rows/s  "
+          f"= {f['ratio_copy_path_to_bare_copy']}x the floor, {f['ratio_copy_path_to_read_sql']}x read_sql")
+    print(f"  extract, cursor:     {f['connector_cursor_path_s']:>7.1f}s  "
+          f"{f['connector_cursor_rows_per_s']:>9,} rows/s  "
+          f"= {f['ratio_cursor_path_to_read_sql']}x read_sql (the path used on SQL Server)")
+    print(f"  next day:            advance {n['advance_s']:.1f}s, incremental extract {n['extract_s']:.1f}s of "
+          f"{n['rows']:,} rows ({n['share_of_full']:.1%} of the full read, {n['ratio_to_full_extract']}x its time)")
+    return 0
+
+
 def register(sub: argparse._SubParsersAction) -> None:
     p = sub.add_parser(
         "medialog-demo", help="a generated Medialog source for the demo and tests",
@@ -146,6 +173,15 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = demo_sub.add_parser("status", help="clock, horizon and the known upper bound of any model")
     common(q)
     q.set_defaults(handler=cmd_status)
+
+    q = demo_sub.add_parser("bench", help="generation and extraction speed against baselines of the same run",
+                            description="Generates N appointments into a benchmark database (default "
+                            "<warehouse>_medialog_bench), extracts them in full (COPY and cursor paths) against a bare "
+                            "COPY and pandas.read_sql, then advances a day and extracts incrementally.")
+    common(q)
+    q.add_argument("--appointments", type=int, default=1_000_000, help="appointments (default 1000000)")
+    q.add_argument("--today", type=_date, default=None, help="the source's clock (default: today)")
+    q.set_defaults(handler=cmd_bench)
 
     q = demo_sub.add_parser("source-config", help="print a CLINICFLOW_SOURCES entry for the demo source")
     q.add_argument("--url", help="PostgreSQL URL of the demo source")

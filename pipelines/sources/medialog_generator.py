@@ -1255,10 +1255,17 @@ def _writer():
     return pa, pacsv
 
 
+COPY_CHUNK_ROWS = 250_000
+
+
 def copy_frame(cursor: Any, table: str, frame: pd.DataFrame) -> int:
-    """COPY a frame into a table (columns by name); the fastest CSV encoder available."""
-    if frame.empty:
-        return 0
+    """COPY a frame into a table (columns by name) in chunks; the fastest CSV encoder available."""
+    for begin in range(0, len(frame), COPY_CHUNK_ROWS):
+        _copy_chunk(cursor, table, frame.iloc[begin:begin + COPY_CHUNK_ROWS])
+    return len(frame)
+
+
+def _copy_chunk(cursor: Any, table: str, frame: pd.DataFrame) -> None:
     buffer = io.BytesIO()
     tools = _writer()
     if tools is not None:
@@ -1278,7 +1285,6 @@ def copy_frame(cursor: Any, table: str, frame: pd.DataFrame) -> int:
     buffer.seek(0)
     columns = ", ".join(f'"{c}"' for c in frame.columns)
     cursor.copy_expert(f'COPY "{table}" ({columns}) FROM STDIN WITH (FORMAT csv)', buffer)
-    return len(frame)
 
 
 def _timeline_table() -> sa.Table:
@@ -1349,28 +1355,33 @@ def generate(url: str | sa.URL, *, appointments: int, seed: int = 42, today: dat
                 values = t[column].to_numpy()
                 open_rows |= (values >= clock) & (values < NEVER)
             truth = truth_frame(tl)
+            future = int((tables["PLANNING"]["DATE_CONS"] >= pd.Timestamp(cfg.today)).sum())
         rows: dict[str, int] = {}
         with timed("medialog-demo: write", log):
             raw = engine.raw_connection()
             try:
                 cursor = raw.driver_connection.cursor()
+                cursor.execute("SET LOCAL synchronous_commit = off")  # a regenerable demo database
                 _recreate(cursor)
                 for table in schema.MEDIALOG_TABLES:
-                    rows[table.name] = copy_frame(cursor, table.name, tables[table.name])
+                    with timed(f"medialog-demo: COPY {table.name}", log) as step:
+                        rows[table.name] = step.rows = copy_frame(cursor, table.name, tables.pop(table.name))
                 rows["CLINICFLOW_TRUTH"] = copy_frame(cursor, "CLINICFLOW_TRUTH", truth)
                 rows["CLINICFLOW_TIMELINE"] = copy_frame(cursor, "CLINICFLOW_TIMELINE", t[open_rows])
                 rows["CLINICFLOW_PENDING_PATIENTS"] = copy_frame(cursor, "CLINICFLOW_PENDING_PATIENTS",
                                                                  pending_patients)
                 rows["CLINICFLOW_PENDING_EXCL"] = copy_frame(cursor, "CLINICFLOW_PENDING_EXCL", pending_excl)
-                _indexes(cursor)
+                with timed("medialog-demo: indexes", log):
+                    _indexes(cursor)
                 horizon_end = cfg.today + timedelta(days=cfg.horizon_days)
                 cursor.execute(
                     'INSERT INTO "CLINICFLOW_STATE" ("ID", "CLOCK", "HORIZON_END", "SEED", "APPOINTMENTS", '
                     '"GENERATOR_VERSION", "CONFIG", "GENERATED_AT") VALUES (1, %s, %s, %s, %s, %s, %s, now())',
                     (cfg.today, horizon_end, cfg.seed, cfg.appointments, GENERATOR_VERSION, cfg.to_json()))
                 raw.commit()
-                cursor.execute("ANALYZE")
-                raw.commit()
+                with timed("medialog-demo: ANALYZE", log):
+                    cursor.execute("ANALYZE")
+                    raw.commit()
             except BaseException:
                 raw.rollback()
                 raise
@@ -1382,7 +1393,7 @@ def generate(url: str | sa.URL, *, appointments: int, seed: int = 42, today: dat
         horizon_end=(cfg.today + timedelta(days=cfg.horizon_days)).isoformat(),
         seconds=round(time.perf_counter() - started, 2), rows=rows,
         stats={**tl.stats, "appointments": rows["PLANNING"], "patients": rows["PATIENTS"],
-               "future_appointments": int((tables["PLANNING"]["DATE_CONS"] >= pd.Timestamp(cfg.today)).sum()),
+               "future_appointments": future,
                "pending_timeline_rows": rows["CLINICFLOW_TIMELINE"]},
     )
     log.info("medialog-demo: %s", json.dumps(summary.stats, default=str))
