@@ -17,7 +17,8 @@ the ``nightly`` DAG unpaused and triggered through the REST API (v2) -> wait for
 task instance succeeded; every warehouse table a task announced as an Asset outlet, and every table
 of MUST_BE_FILLED, holds rows; no failure was recorded -> the registry read through MLflow's REST
 API (the champion, when the pipeline registers one) -> an artifact logged with a worker's settings
-lands in MLflow's proxied artifact store. Everything started
+lands in MLflow's proxied artifact store; the logins' rights in the warehouse; the StatsD metrics
+Airflow sent (the monitoring profile is on, with a UDP socket in place of the exporter). Everything started
 is stopped at the end, also on failure; on failure the logs of the services and failed tasks are
 printed.
 
@@ -37,6 +38,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -298,6 +300,8 @@ class ProofResult:
     registered_models: list[str] = field(default_factory=list)
     champion: dict[str, Any] | None = None
     unauthenticated_status: dict[str, int] = field(default_factory=dict)
+    #: StatsD metric names the Airflow components sent (the monitoring profile's input).
+    statsd_metrics: list[str] = field(default_factory=list)
     #: What each database login may do in the warehouse, checked with its own privileges.
     roles: dict[str, bool] = field(default_factory=dict)
     #: Where the run's sources came from: "given", "demo" (pipelines.demo) or "fallback" (small export).
@@ -418,6 +422,38 @@ def drop_databases_and_roles(server: sa.URL, variables: Mapping[str, str]) -> No
                     f'EXECUTE \'DROP OWNED BY "{role}"\'; EXECUTE \'DROP ROLE "{role}"\'; END IF; END $$'))
     finally:
         engine.dispose()
+
+
+class StatsdSink:
+    """A UDP socket in place of the StatsD exporter: collects the metric names Airflow sends."""
+
+    def __init__(self) -> None:
+        self.sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.settimeout(0.5)
+        self.port = self.sock.getsockname()[1]
+        self.names: set[str] = set()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._receive, name="statsd-sink", daemon=True)
+        self._thread.start()
+
+    def _receive(self) -> None:
+        while not self._stop.is_set():
+            try:
+                data = self.sock.recv(65535)
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            for line in data.decode("utf-8", "replace").splitlines():
+                name = line.split(":", 1)[0].strip()
+                if name:
+                    self.names.add(name)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=2)
+        self.sock.close()
 
 
 class Api:
@@ -649,6 +685,8 @@ def run_proof(server: sa.URL, prefix: str, workdir: Path, dag_id: str = "nightly
     result = ProofResult()
     compose = load_compose()
     variables = proof_variables(server, prefix, workdir)
+    statsd = StatsdSink()  # the monitoring profile is on: Airflow sends its metrics here
+    variables.update({"COMPOSE_PROFILES": "monitoring", "STATSD_HOST": "127.0.0.1", "STATSD_PORT": str(statsd.port)})
     stack = LocalStack(compose, variables, workdir, image_environment(workdir))
     api_base = f"http://127.0.0.1:{variables['AIRFLOW_API_PORT']}"
     mlflow_base = f"http://127.0.0.1:{variables['MLFLOW_PORT']}"
@@ -730,9 +768,11 @@ def run_proof(server: sa.URL, prefix: str, workdir: Path, dag_id: str = "nightly
         result.roles = role_checks(warehouse, variables)
         result.registered_models, result.champion = read_registry(mlflow_base, mlflow_auth)
         result.artifact_probe = probe_artifacts(stack, worker_env)
+        result.statsd_metrics = sorted(statsd.names)
         result.timings["total"] = time.perf_counter() - started
         return result
     finally:
+        statsd.close()
         if keep:
             log(f"--keep: services left running; logs in {stack.logs}")
         else:
@@ -764,7 +804,8 @@ def main(argv: list[str] | None = None) -> int:
                       "produced_rows": result.produced_rows, "sources": result.sources_origin,
                       "failures_recorded": result.failures_recorded, "registered_models": result.registered_models,
                       "champion": result.champion, "unauthenticated_status": result.unauthenticated_status,
-                      "artifact_probe": result.artifact_probe, "roles": result.roles},
+                      "artifact_probe": result.artifact_probe, "roles": result.roles,
+                      "statsd_metrics": len(result.statsd_metrics)},
                      indent=2, default=str))
     return 0
 

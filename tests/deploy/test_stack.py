@@ -79,6 +79,15 @@ def test_nightly_runs_on_the_compose_stack(local_stack, server_url, test_db_pref
     assert result.roles and all(result.roles.values()), result.roles
     assert "bi reads reporting" in result.roles
 
+    # Monitoring: Airflow sent StatsD metrics that the exporter's mapping turns into the dashboards' series.
+    from tests.deploy.test_monitoring import map_metric
+
+    mapped = [m for m in map(map_metric, result.statsd_metrics) if m]
+    names = {name for name, _ in mapped}
+    assert {"airflow_scheduler_heartbeat_total", "airflow_ti_finish_total", "airflow_executor_open_slots"} <= names, \
+        sorted(names)
+    assert ("airflow_ti_finish_total", {"dag_id": "nightly", "task_id": "migrate", "state": "success"}) in mapped
+
     # A worker's MLflow settings log artifacts through the server into its artifact store.
     assert result.artifact_probe.startswith("clinicflow/"), result.artifact_probe
 
