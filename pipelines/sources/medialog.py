@@ -31,7 +31,7 @@ import dataclasses
 import json
 import logging
 import tempfile
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from typing import Any
@@ -51,6 +51,8 @@ from pipelines.sources import medialog_grid as grid
 log = logging.getLogger(__name__)
 
 STREAMS = ("planning", "motconsu", "fm_bill")
+#: Ids per statement when reading rows related to known appointments (SQL Server allows 2100 parameters).
+CHUNK_IDS = 2_000
 EVIDENCE_KINDS = ("arrival", "visit", "bill")
 
 # --------------------------------------------------------------------------------------------------
@@ -510,17 +512,26 @@ class Queries:
             cols += self._cols(p, ("DATE_START", "DATE_END"))
         return sa.select(*cols).where(p.c.PATIENTS_ID.is_not(None), self._id_filter(p.c.PLANNING_ID))
 
-    def _patients_of_run(self) -> sa.Select:
-        p = self.s.table("PLANNING", "run_p")
-        return sa.select(p.c.PATIENTS_ID).where(p.c.PATIENTS_ID.is_not(None), self._id_filter(p.c.PLANNING_ID))
+    # The run's appointments are read first (with the id filter above, evaluated once); the rows
+    # related to them are then read for their known ids, ``CHUNK_IDS`` at a time. ``None`` as ids
+    # means "all of them" (the first, full load).
 
-    def patients(self) -> sa.Select:
+    def _in(self, column: sa.ColumnElement, values: Sequence[int]) -> sa.ColumnElement:
+        """``column IN (1, 2, …)`` with the numbers written into the statement (no parameter limit)."""
+        return column.in_(sa.bindparam(f"in_{column.name}", [int(v) for v in values], expanding=True,
+                                       literal_execute=True))
+
+    def patients(self, patient_ids: Sequence[int] | None = None) -> sa.Select:
         """Only patients the run's appointments reference; sex, birth date/year and flags only."""
         t = self.s.table("PATIENTS")
         cols = self._cols(t, ("PATIENTS_ID", "POL", "NE_LE", "GOD_ROGDENIQ", "NOT_SEND_SMS", "DOSSIER_EXIT"))
-        return sa.select(*cols).where(t.c.PATIENTS_ID.in_(self._patients_of_run()))
+        if patient_ids is not None:
+            return sa.select(*cols).where(self._in(t.c.PATIENTS_ID, patient_ids))
+        p = self.s.table("PLANNING", "run_p")
+        return sa.select(*cols).where(t.c.PATIENTS_ID.in_(sa.select(p.c.PATIENTS_ID).where(
+            p.c.PATIENTS_ID.is_not(None))))
 
-    def visit_records(self) -> sa.Select | None:
+    def _visit_table(self) -> sa.TableClause | None:
         if "visit" not in self.o.evidence or not self.s.has("MOTCONSU"):
             return None
         m = self.s.table("MOTCONSU")
@@ -528,50 +539,67 @@ class Queries:
             return None
         if "PLANNING_ID" not in m.c and not {"PATIENTS_ID", "DATE_CONSULTATION"} <= set(m.c.keys()):
             return None
+        return m
+
+    def visit_records(self, *, ids: Sequence[int] | None = None, patient_ids: Sequence[int] | None = None,
+                      first_day: datetime | None = None) -> sa.Select | None:
+        """Visit records that can be evidence: all (full load), those linked to ``ids``, or the
+        unlinked ones of ``patient_ids`` from ``first_day`` (the run's earliest appointment day) on."""
+        m = self._visit_table()
+        if m is None:
+            return None
         cols = self._cols(m, ("PLANNING_ID", "PATIENTS_ID", "DATE_CONSULTATION", "MEDECINS_ID", "REC_STATUS",
                               "KRN_CREATE_DATE", "KRN_MODIFY_DATE"))
-        touched = [m.c[c] < self.w.cutoff for c in ("KRN_CREATE_DATE", "KRN_MODIFY_DATE") if c in m.c]
-        query = sa.select(*cols).where(sa.or_(*touched))
-        if self.incremental:
-            scope = []
+        conditions = [sa.or_(*[m.c[c] < self.w.cutoff for c in ("KRN_CREATE_DATE", "KRN_MODIFY_DATE") if c in m.c])]
+        if ids is not None:
+            if "PLANNING_ID" not in m.c:
+                return None
+            conditions.append(self._in(m.c.PLANNING_ID, ids))
+        elif patient_ids is not None:
+            if "PATIENTS_ID" not in m.c:
+                return None
+            conditions.append(self._in(m.c.PATIENTS_ID, patient_ids))
+            if first_day is not None and "DATE_CONSULTATION" in m.c:
+                conditions.append(m.c.DATE_CONSULTATION >= first_day)
             if "PLANNING_ID" in m.c:
-                scope.append(self._id_filter(m.c.PLANNING_ID))
-            if "PATIENTS_ID" in m.c:
-                scope.append(m.c.PATIENTS_ID.in_(self._patients_of_run()))
-            query = query.where(sa.or_(*scope))
-        return query
+                conditions.append(m.c.PLANNING_ID.is_(None))
+        return sa.select(*cols).where(*conditions)
 
-    def bills(self) -> sa.Select | None:
+    def bills(self, *, patient_ids: Sequence[int] | None = None, first_day: datetime | None = None
+              ) -> sa.Select | None:
         if "bill" not in self.o.evidence or not (self.s.has("FM_BILL", "PATIENTS_ID")
                                                  and self.s.has("FM_BILL", "BILL_DATE")):
             return None
         b = self.s.table("FM_BILL")
         query = sa.select(*self._cols(b, ("PATIENTS_ID", "BILL_DATE", "MEDECINS1_ID"))).where(
             b.c.BILL_DATE < self.w.cutoff)
-        if self.incremental:
-            query = query.where(b.c.PATIENTS_ID.in_(self._patients_of_run()))
+        if patient_ids is not None:
+            query = query.where(self._in(b.c.PATIENTS_ID, patient_ids))
+            if first_day is not None:
+                query = query.where(b.c.BILL_DATE >= first_day)
         return query
 
-    def reminders(self) -> sa.Select | None:
+    def reminders(self, ids: Sequence[int] | None = None) -> sa.Select | None:
         if not (self.s.has("SMS_MESSAGES", "REC_ID") and self.s.has("SMS_MESSAGES", "SENDED_DATETIME")):
             return None
         x = self.s.table("SMS_MESSAGES")
-        conditions = [x.c.SENDED_DATETIME.is_not(None), x.c.SENDED_DATETIME < self.w.cutoff,
-                      self._id_filter(x.c.REC_ID)]
+        conditions = [x.c.SENDED_DATETIME.is_not(None), x.c.SENDED_DATETIME < self.w.cutoff]
+        if ids is not None:
+            conditions.append(self._in(x.c.REC_ID, ids))
         if "REC_TYPE" in x.c:
             conditions.append(x.c.REC_TYPE.in_(self.o.reminder_rec_types))
         if self.o.reminder_statuses is not None and "STATUS" in x.c:
             conditions.append(x.c.STATUS.in_(self.o.reminder_statuses))
         return sa.select(x.c.REC_ID).where(*conditions).distinct()
 
-    def successors(self) -> sa.Select | None:
+    def successors(self, ids: Sequence[int] | None = None) -> sa.Select | None:
         if not self.s.has("PLANNING", "SOURCE_PLANNING_ID"):
             return None
         q = self.s.table("PLANNING", "succ")
-        return (sa.select(q.c.SOURCE_PLANNING_ID).where(q.c.SOURCE_PLANNING_ID.is_not(None),
-                                                         q.c.SOURCE_PLANNING_ID != 0,
-                                                         self._id_filter(q.c.SOURCE_PLANNING_ID))
-                .distinct())
+        conditions = [q.c.SOURCE_PLANNING_ID.is_not(None), q.c.SOURCE_PLANNING_ID != 0]
+        if ids is not None:
+            conditions.append(self._in(q.c.SOURCE_PLANNING_ID, ids))
+        return sa.select(q.c.SOURCE_PLANNING_ID).where(*conditions).distinct()
 
     def existing_ids(self) -> sa.Select:
         p = self.p
@@ -614,12 +642,19 @@ class Queries:
                                    "set capacity to 'none'")
         return has
 
+    def capacity_from(self) -> date:
+        """First day of capacity this run: the long history on the first load, afterwards the days
+        that can still change (the re-read window or the single-slot window, whichever is longer)."""
+        if self.incremental:
+            return min(self.w.as_of - timedelta(days=self.o.reread_days_before), self.w.slots_from)
+        return min(self.w.capacity[0], self.w.slots_from)
+
     def capacity(self) -> dict[str, sa.Select]:
         if not self.uses_templates():
             return {}
         out: dict[str, sa.Select] = {}
         day = self.s.table("PL_DAY")
-        lo = datetime.combine(min(self.w.capacity[0], self.w.slots_from), time())
+        lo = datetime.combine(self.capacity_from(), time())
         out["PL_DAY"] = sa.select(*day.c).where(sa.or_(day.c.PERIOD_TO.is_(None), day.c.PERIOD_TO >= lo)
                                                 if "PERIOD_TO" in day.c else sa.true())
         if self.s.has("PL_AGEND"):
@@ -649,9 +684,14 @@ class Queries:
             if q is not None:
                 out[f"watermark_{stream}"] = q
         out["appointments"] = self.appointments()
-        out["patients"] = self.patients()
-        for name in ("visit_records", "bills", "reminders", "successors", "exclusions"):
-            q = getattr(self, name)()
+        first_day = self.w.reread[0]
+        ids = (100001, 100002) if self.incremental else None
+        people = (10001, 10002) if self.incremental else None
+        for name, q in (("visit_records", self.visit_records(ids=ids)),
+                        ("visit_records_by_patient", self.visit_records(patient_ids=people, first_day=first_day)),
+                        ("bills", self.bills(patient_ids=people, first_day=first_day)),
+                        ("patients", self.patients(people)), ("reminders", self.reminders(ids)),
+                        ("successors", self.successors(ids)), ("exclusions", self.exclusions())):
             if q is not None:
                 out[name] = q
         out["existing_ids"] = self.existing_ids()
@@ -688,13 +728,14 @@ def _days(n: int) -> sa.ColumnElement:
 # reading
 
 
-def _read(conn: sa.Connection, stmt: sa.Select, options: MedialogOptions, what: str) -> pd.DataFrame:
-    """Run a SELECT and return its rows as a DataFrame (streamed; COPY on a PostgreSQL source)."""
+def _read(conn: sa.Connection, stmt: sa.Select, options: MedialogOptions, what: str | None) -> pd.DataFrame:
+    """Run a SELECT and return its rows as a DataFrame (streamed; COPY on a PostgreSQL source).
+    Logged with its timing unless ``what`` is None (one part of a chunked read)."""
+    if what is None:
+        return _read_copy(conn, stmt) if conn.dialect.name == "postgresql" and options.fast_copy else \
+            _read_cursor(conn, stmt, options.chunk_rows)
     with timed(f"medialog: read {what}", log) as timer:
-        if conn.dialect.name == "postgresql" and options.fast_copy:
-            frame = _read_copy(conn, stmt)
-        else:
-            frame = _read_cursor(conn, stmt, options.chunk_rows)
+        frame = _read(conn, stmt, options, None)
         timer.rows = len(frame)
     return frame
 
@@ -1119,11 +1160,11 @@ def derive_patients(raw: pd.DataFrame, options: MedialogOptions, as_of: date) ->
 
 
 def build_capacity(raw: Mapping[str, pd.DataFrame], exclusions: pd.DataFrame, refs: Reference,
-                   options: MedialogOptions, window: Window) -> tuple[pd.DataFrame | None, pd.DataFrame | None]:
-    """Slots and resource-days from the templates minus the exceptions."""
+                   options: MedialogOptions, window: Window, first: date) -> tuple[pd.DataFrame | None,
+                                                                                 pd.DataFrame | None]:
+    """Slots and resource-days from ``first`` on, from the templates minus the exceptions."""
     if "PL_DAY" not in raw:
         return None, None
-    first = min(window.capacity[0], window.slots_from)
     working = grid.resolve_days(raw["PL_DAY"], raw.get("PL_AGEND", pd.DataFrame(columns=["PL_AGEND_ID",
                                                                                         "DUREE_TRANCHE"])),
                                 first, window.capacity[1])
@@ -1133,8 +1174,7 @@ def build_capacity(raw: Mapping[str, pd.DataFrame], exclusions: pd.DataFrame, re
     slots_all = grid.expand_slots(working, subjects, raw.get("PL_INT"))
     _, removed = grid.apply_exclusions(slots_all, exclusions)
     days = grid.resource_days(slots_all, removed)
-    cap_lo = grid.day_number(window.capacity[0])
-    days = days[days["DAY_NO"] >= cap_lo]
+    days = days[days["DAY_NO"] >= grid.day_number(first)]
     no_overbook = set(options.no_overbook_resource_ids)
     epoch = np.datetime64("1970-01-01", "D")
     resource_days = pd.DataFrame({
@@ -1217,7 +1257,8 @@ def _extract(conn: sa.Connection, request: base.ExtractRequest, options: Medialo
     if not schema.has("PLANNING", "KRN_MODIFY_DATE"):
         problems.append("PLANNING.KRN_MODIFY_DATE is missing: every run reads all appointments")
     q = Queries(schema, options, window, request.watermarks)
-    read: Callable[[sa.Select, str], pd.DataFrame] = lambda stmt, what: _read(conn, stmt, options, what)  # noqa: E731
+    read: Callable[[sa.Select, str | None], pd.DataFrame] = lambda stmt, what: _read(  # noqa: E731
+        conn, stmt, options, what)
 
     new_marks: dict[str, datetime] = {}
     for stream in STREAMS:
@@ -1233,10 +1274,38 @@ def _extract(conn: sa.Connection, request: base.ExtractRequest, options: Medialo
     refs_raw = {name: read(stmt, name) for name, stmt in q.reference().items()}
     refs = build_reference(refs_raw, options)
     raw = read(q.appointments(), "PLANNING")
+    days = _ts(raw, "DATE_CONS")
+    first_day = None if days.isna().all() else days.min().to_pydatetime().replace(hour=0, minute=0, second=0)
     evidence = Evidence()
-    stmt = q.visit_records()
-    if stmt is not None:
-        mc = read(stmt, "MOTCONSU")
+    ids = patient_ids = None
+    if q.incremental:  # rows related to the run's appointments, read for their ids
+        ids = np.unique(_num(raw, "PLANNING_ID").dropna().astype("int64").to_numpy())
+        patient_ids = np.unique(_num(raw, "PATIENTS_ID").dropna().astype("int64").to_numpy())
+
+    def read_for(build: Callable[[Sequence[int] | None], sa.Select | None], values: np.ndarray | None,
+                 what: str) -> pd.DataFrame | None:
+        if values is None:
+            stmt = build(None)
+            return None if stmt is None else read(stmt, what)
+        parts = []
+        with timed(f"medialog: read {what} for {len(values):,} ids", log) as timer:
+            for begin in range(0, max(len(values), 1), CHUNK_IDS):
+                stmt = build(values[begin:begin + CHUNK_IDS].tolist())
+                if stmt is None:
+                    return None
+                parts.append(read(stmt, None))
+            frame = pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+            timer.rows = len(frame)
+        return frame
+
+    if q._visit_table() is not None:
+        if ids is None:
+            mc = read(q.visit_records(), "MOTCONSU")
+        else:
+            linked = read_for(lambda v: q.visit_records(ids=v), ids, "MOTCONSU linked")
+            unlinked = read_for(lambda v: q.visit_records(patient_ids=v, first_day=first_day), patient_ids,
+                                "MOTCONSU by patient and day")
+            mc = pd.concat([f for f in (linked, unlinked) if f is not None], ignore_index=True)
         if "REC_STATUS" in mc:
             mc = mc[~mc["REC_STATUS"].astype(str).str.strip().isin(options.motconsu_deleted_statuses)]
         for column in ("PLANNING_ID", "PATIENTS_ID", "MEDECINS_ID"):
@@ -1250,31 +1319,30 @@ def _extract(conn: sa.Connection, request: base.ExtractRequest, options: Medialo
         evidence.visit_frame = mc
     elif "visit" in options.evidence:
         problems.append("no usable MOTCONSU (visit records): attendance is judged without them")
-    stmt = q.bills()
-    if stmt is not None:
-        bills = read(stmt, "FM_BILL")
+    bills = read_for(lambda v: q.bills(patient_ids=v, first_day=first_day), patient_ids, "FM_BILL")
+    if bills is not None:
         evidence.bill_frame = pd.DataFrame({"PATIENTS_ID": _num(bills, "PATIENTS_ID"),
                                             "DAY": _ts(bills, "BILL_DATE").dt.normalize(),
                                             **({"MEDECINS1_ID": _num(bills, "MEDECINS1_ID")}
                                                if "MEDECINS1_ID" in bills else {})}).drop_duplicates()
-    stmt = q.reminders()
-    if stmt is not None:
-        evidence.reminded = set(_num(read(stmt, "SMS_MESSAGES"), "REC_ID").dropna().astype("int64"))
+    sms = read_for(q.reminders, ids, "SMS_MESSAGES")
+    if sms is not None:
+        evidence.reminded = set(_num(sms, "REC_ID").dropna().astype("int64"))
         refs.has_reminders = True
-    stmt = q.successors()
-    if stmt is not None:
-        evidence.successors = set(_num(read(stmt, "reschedules"), "SOURCE_PLANNING_ID").dropna().astype("int64"))
+    moved = read_for(q.successors, ids, "reschedules")
+    if moved is not None:
+        evidence.successors = set(_num(moved, "SOURCE_PLANNING_ID").dropna().astype("int64"))
     stmt = q.exclusions()
     exclusions = grid.exclusion_intervals(read(stmt, "PL_EXCL")) if stmt is not None else \
         grid.exclusion_intervals(pd.DataFrame())
 
     appointments = derive_appointments(raw, refs, evidence, exclusions, options, window, problems)
-    patients = derive_patients(read(q.patients(), "PATIENTS"), options, request.as_of)
+    patients = derive_patients(read_for(q.patients, patient_ids, "PATIENTS"), options, request.as_of)
     slots = resource_days = None
     if q.uses_templates():
         cap_raw = {name: read(stmt, name) for name, stmt in q.capacity().items()}
         cap_raw["PL_SUBJ"] = refs_raw["PL_SUBJ"]
-        slots, resource_days = build_capacity(cap_raw, exclusions, refs, options, window)
+        slots, resource_days = build_capacity(cap_raw, exclusions, refs, options, window, q.capacity_from())
 
     existing = None
     if q.incremental:

@@ -47,7 +47,7 @@ GENERATOR_VERSION = 1
 DAY = grid.MINUTES_PER_DAY
 NEVER = np.int64(1) << np.int64(50)  # "this event never happens" (far beyond any clock)
 MIN_APPOINTMENTS = 1_000
-MAX_APPOINTMENTS = 20_000_000
+MAX_APPOINTMENTS = 5_000_000  # memory: about 2.8 GB per million appointments while generating
 
 # --------------------------------------------------------------------------------------------------
 # configuration
