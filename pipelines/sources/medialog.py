@@ -741,12 +741,34 @@ def _read(conn: sa.Connection, stmt: sa.Select, options: MedialogOptions, what: 
 
 
 def _read_cursor(conn: sa.Connection, stmt: sa.Select, chunk: int) -> pd.DataFrame:
-    result = conn.execution_options(stream_results=True, max_row_buffer=chunk).execute(stmt)
-    keys = list(result.keys())
-    parts = [pd.DataFrame.from_records(rows, columns=keys) for rows in result.partitions(chunk)]
-    if not parts:
-        return pd.DataFrame({k: pd.Series(dtype="object") for k in keys})
-    return pd.concat(parts, ignore_index=True) if len(parts) > 1 else parts[0]
+    """Stream rows ``chunk`` at a time straight from the DBAPI cursor (a server-side cursor on
+    PostgreSQL; pymssql and pyodbc stream from the wire) into column arrays: no per-row objects
+    beyond the driver's tuples, no type inference (the caller converts columns vectorised)."""
+    compiled = stmt.compile(dialect=conn.dialect, compile_kwargs={"render_postcompile": True})
+    params: Any = compiled.construct_params()
+    if compiled.positional:
+        params = tuple(params[name] for name in compiled.positiontup or ())
+    keys = [c.name for c in stmt.selected_columns]
+    raw = conn.connection.driver_connection
+    named = conn.dialect.name == "postgresql"
+    cursor = raw.cursor(name="clinicflow_medialog") if named else raw.cursor()
+    columns: list[list[np.ndarray]] = [[] for _ in keys]
+    try:
+        if named:
+            cursor.itersize = chunk
+        cursor.execute(str(compiled), params)
+        while True:
+            rows = cursor.fetchmany(chunk)
+            if not rows:
+                break
+            block = np.empty((len(rows), len(keys)), dtype=object)
+            block[:] = rows
+            for i in range(len(keys)):
+                columns[i].append(block[:, i])
+    finally:
+        cursor.close()
+    return pd.DataFrame({k: (np.concatenate(parts) if parts else np.empty(0, dtype=object))
+                         for k, parts in zip(keys, columns, strict=True)}, dtype=object)
 
 
 def _read_copy(conn: sa.Connection, stmt: sa.Select) -> pd.DataFrame:

@@ -182,8 +182,8 @@ def exclusion_intervals(exclusions: pd.DataFrame, leg_ids: Iterable[int] | None 
     from_day, to_day = _as_day_no(frame["FROM_DATE"]), _as_day_no(frame["TO_DATE"])
     from_time = frame["FROM_TIME"] if "FROM_TIME" in frame.columns else pd.Series(0, index=frame.index)
     to_time = frame["TO_TIME"] if "TO_TIME" in frame.columns else pd.Series(2400, index=frame.index)
-    from_m, bad_f = hhmm_to_minutes(from_time.fillna(0))
-    to_m, bad_t = hhmm_to_minutes(to_time.fillna(2400))
+    from_m, bad_f = hhmm_to_minutes(pd.to_numeric(from_time, errors="coerce").fillna(0))
+    to_m, bad_t = hhmm_to_minutes(pd.to_numeric(to_time, errors="coerce").fillna(2400))
     ok = ~np.isnan(from_day) & ~np.isnan(to_day) & ~bad_f & ~bad_t
     out = pd.DataFrame({
         "PL_SUBJ_ID": pd.to_numeric(frame["PL_SUBJ_ID"], errors="coerce").to_numpy()[ok].astype(np.int64),
