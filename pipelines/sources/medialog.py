@@ -320,12 +320,13 @@ class SourceSchema:
         cols = self.columns.get(table)
         return cols is not None and (column is None or column in cols)
 
-    def table(self, name: str, alias: str | None = None, *, allow_personal: bool = False) -> sa.TableClause:
-        """A table clause with exactly the columns the installation has (minus personal data)."""
+    def table(self, name: str, alias: str | None = None) -> sa.TableClause:
+        """A table clause with exactly the columns the installation has, minus personal data: a query
+        cannot even name a patient's name, phone or free text."""
         cols = self.columns.get(name, {})
         clause = sa.table(name, *[
             sa.column(c, _sa_type(t))
-            for c, t in cols.items() if allow_personal or name not in _PERSONAL_TABLES or c not in FORBIDDEN_COLUMNS
+            for c, t in cols.items() if name not in _PERSONAL_TABLES or c not in FORBIDDEN_COLUMNS
         ], schema=self.schema)
         return clause.alias(alias) if alias else clause
 

@@ -107,6 +107,19 @@ def test_options_defaults_and_clear_errors():
             MedialogOptions.parse(bad, "clinic")
 
 
+def test_personal_columns_cannot_even_be_named():
+    schema = SourceSchema("mssql", None, {
+        "PATIENTS": {"PATIENTS_ID": "int", "NOM": "varchar", "TEL": "varchar", "POL": "int"},
+        "PLANNING": {"PLANNING_ID": "int", "COMMENTAIRE": "text", "PRENOM": "varchar"},
+        "SMS_MESSAGES": {"REC_ID": "int", "PHONE": "varchar", "MESSAGE": "text"},
+        "MEDECINS": {"MEDECINS_ID": "int", "NOM": "varchar"},
+    })
+    assert set(schema.table("PATIENTS").c.keys()) == {"PATIENTS_ID", "POL"}
+    assert set(schema.table("PLANNING").c.keys()) == {"PLANNING_ID"}
+    assert set(schema.table("SMS_MESSAGES").c.keys()) == {"REC_ID"}
+    assert "NOM" in schema.table("MEDECINS").c  # doctors' names are staff data, shown in reports
+
+
 def _statement_sets() -> list[tuple[str, dict[str, sa.Select]]]:
     window = Window.for_run(TODAY, MedialogOptions())
     marks = {s: datetime(2026, 3, 15, 22, 0) for s in medialog.STREAMS}
