@@ -8,7 +8,8 @@ For a run of as-of date D:
 2. the features of every booked appointment starting in ``[D, D + CLINICFLOW_HORIZON_DAYS)`` as the
    features stage materialised them for D (computed here if that stage has not run);
 3. the probability, the risk band (``CLINICFLOW_RISK_BAND_MEDIUM`` / ``_HIGH``) and the top three
-   reasons in plain words from the model's SHAP contributions (:mod:`scoring.reasons`);
+   reasons in plain words from the model's SHAP contributions (:mod:`scoring.reasons`), for the
+   appointments in ``CLINICFLOW_REASONS_MIN_BAND`` or above (every appointment by default);
 4. ``reporting.appointment_risk``: the rows of D are replaced in one transaction (COPY into a temp
    table, then delete + insert), so a re-run of the same date never duplicates anything.
 """
@@ -103,6 +104,9 @@ def load_champion(settings: Settings | None = None) -> Champion:
     return Champion(pyfunc=pyfunc, model=model, version=str(version.version), uri=uri)
 
 
+_BAND_RANK = {"low": 0, "medium": 1, "high": 2}
+
+
 def risk_band(probability: np.ndarray, settings: Settings) -> np.ndarray:
     return np.where(probability >= settings.risk_band_high, "high",
                     np.where(probability >= settings.risk_band_medium, "medium", "low"))
@@ -163,14 +167,21 @@ def score_frame(frame, champion: Champion, settings: Settings, names: dict[str, 
         if p.shape[0] != len(batch) or not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1:
             raise ClinicFlowError(f"{champion.uri} (version {champion.version}) returned values that are not "
                                   "probabilities; is it a ClinicFlow no-show model? Retrain with `clinicflow train`")
-        contributions = champion.model.contributions(batch)
-        reasons = explainer.top_reasons(contributions, batch)
+        bands = risk_band(p, settings)
+        rank = np.where(bands == "high", 2, np.where(bands == "medium", 1, 0))
+        explain = rank >= _BAND_RANK[settings.reasons_min_band]
+        reasons = [np.full(len(batch), None, dtype=object) for _ in range(3)]
+        if explain.any():
+            subset = batch[explain]
+            found = explainer.top_reasons(champion.model.contributions(subset), subset)
+            for k in range(3):
+                reasons[k][explain] = found[k]
         parts.append(pd.DataFrame({
             "source": batch["source"].to_numpy(), "appointment_id": batch["appointment_id"].astype(str).to_numpy(),
             "resource_id": batch["resource_id"].to_numpy() if "resource_id" in batch else None,
             "practitioner_id": batch["practitioner_id"].to_numpy(), "department_id": batch["department_id"].to_numpy(),
             "branch_id": batch["branch_id"].to_numpy(), "start_at": batch["start_at"].to_numpy(),
-            "probability": p, "risk_band": risk_band(p, settings),
+            "probability": p, "risk_band": bands,
             "reason_1": reasons[0], "reason_2": reasons[1], "reason_3": reasons[2],
         }))
     if not parts:

@@ -92,3 +92,23 @@ def test_russian_reasons(trained, monkeypatch):
 def test_nothing_booked_scores_nothing(trained):
     summary = run_scoring(date(2030, 1, 7))
     assert summary["appointments_scored"] == 0
+
+
+def test_reasons_only_for_the_configured_bands(trained, monkeypatch):
+    from clinicflow import db
+    from clinicflow.settings import get_settings
+
+    monkeypatch.setenv("CLINICFLOW_REASONS_MIN_BAND", "high")
+    get_settings.cache_clear()
+    try:
+        run_scoring(AS_OF)
+        with db.get_engine().connect() as conn:
+            rows = conn.execute(sa.text("SELECT risk_band, reason_1 FROM reporting.appointment_risk WHERE as_of = :d"),
+                                {"d": AS_OF}).all()
+        assert any(band == "high" for band, _ in rows)
+        assert all(reason is None for band, reason in rows if band != "high")
+        assert all(reason is not None for band, reason in rows if band == "high")
+    finally:
+        monkeypatch.delenv("CLINICFLOW_REASONS_MIN_BAND")
+        get_settings.cache_clear()
+        run_scoring(AS_OF)
