@@ -126,8 +126,8 @@ class Settings(BaseSettings):
     risk_band_high: Annotated[float, Field(gt=0, lt=1)] = 0.30
     #: Language of the risk reasons in the risk list: en or ru.
     reasons_language: Literal["en", "ru"] = "en"
-    #: Lowest risk band that gets reasons (SHAP is costly on large horizons): low (all), medium or high.
-    reasons_min_band: Literal["low", "medium", "high"] = "low"
+    #: Lowest risk band that gets reasons (SHAP is costly on large horizons): low (all), medium, high or none.
+    reasons_min_band: Literal["low", "medium", "high", "none"] = "low"
     #: Cost of one slot of a patient's waiting (cost units; only ratios between the weights matter).
     cost_waiting: Annotated[float, Field(ge=0)] = 0.5
     #: Cost of one idle slot of a doctor.
