@@ -104,7 +104,7 @@ def load_champion(settings: Settings | None = None) -> Champion:
     return Champion(pyfunc=pyfunc, model=model, version=str(version.version), uri=uri)
 
 
-_BAND_RANK = {"low": 0, "medium": 1, "high": 2}
+_BAND_RANK = {"low": 0, "medium": 1, "high": 2, "none": 3}
 
 
 def risk_band(probability: np.ndarray, settings: Settings) -> np.ndarray:
