@@ -133,16 +133,26 @@ def ensure_local_secret(env_file: Path = Path(".env")) -> bool:
         return False
     if settings.env == "production":
         raise ConfigError("CLINICFLOW_PSEUDONYM_SECRET must be set in production")
+    append_env(
+        env_file, "CLINICFLOW_PSEUDONYM_SECRET", secrets.token_urlsafe(32),
+        "Written by `clinicflow demo`: the key of the HMAC that pseudonymises patient ids.\n"
+        "# Keep it stable (changing it changes every patient key) and secret.",
+    )
+    return True
+
+
+def append_env(env_file: Path, variable: str, value: str, comment: str) -> None:
+    """Append ``VARIABLE='value'`` to a local ``.env`` (mode 600) and re-read the settings."""
+    from clinicflow.settings import get_settings
+
+    if "'" in value or "\n" in value:
+        raise ConfigError(f"cannot write {variable} into {env_file}: the value holds a quote or a newline")
+    quoted = f"'{value}'" if any(c in value for c in ' "#$\\') else value
     with env_file.open("a", encoding="utf-8") as fh:
-        fh.write(
-            "\n# Written by `clinicflow demo`: the key of the HMAC that pseudonymises patient ids.\n"
-            "# Keep it stable (changing it changes every patient key) and secret.\n"
-            f"CLINICFLOW_PSEUDONYM_SECRET={secrets.token_urlsafe(32)}\n"
-        )
+        fh.write(f"\n# {comment}\n{variable}={quoted}\n")
     os.chmod(env_file, 0o600)
     get_settings.cache_clear()
-    print(f"wrote a random CLINICFLOW_PSEUDONYM_SECRET into {env_file.resolve()} (local use only)")
-    return True
+    print(f"wrote {variable} into {env_file.resolve()} (local use only)")
 
 
 # --------------------------------------------------------------------------------------------------

@@ -66,10 +66,53 @@ def run_demo(as_of: date | None = None, size: int | None = None) -> int:
     return 0
 
 
+DEMO_SOURCE = "medialog_demo"
+DEMO_APPOINTMENTS = 50_000
+DEMO_SEED = 42
+
+
 def _demo_source_env(settings, as_of: date, size: int | None) -> dict[str, str]:
-    """Environment for the demo's sources; a clinic's own CLINICFLOW_SOURCES is left alone."""
-    return {}
+    """Make the generated Medialog demo source current for ``as_of`` and configure it.
+
+    A clinic's own ``CLINICFLOW_SOURCES`` is left alone. Otherwise the demo source (database
+    ``<warehouse>_medialog_demo``) is generated on the first run, advanced day by day on later
+    days (so a run the next day loads only what changed), and written into ``.env`` as
+    ``CLINICFLOW_SOURCES`` so that Airflow's UI and scheduler see the same source later.
+    """
+    import json
+    import os
+    from pathlib import Path
+
+    from clinicflow.cli import append_env
+    from pipelines.sources import medialog_generator as gen
+
+    if settings.sources and any(s.name != DEMO_SOURCE for s in settings.sources):
+        print(f"==> sources: using the configured CLINICFLOW_SOURCES ({', '.join(s.name for s in settings.sources)})")
+        return {}
+    url = gen.default_demo_url()
+    started = time.perf_counter()
+    appointments = size or DEMO_APPOINTMENTS
+    print(f"==> demo source: Medialog-shaped database {db.mask(url)} ({appointments:,} appointments, "
+          f"clock {as_of})", flush=True)
+    summary = gen.ensure(url, appointments=appointments, seed=DEMO_SEED, today=as_of)
+    state = "unchanged" if summary.stats.get("unchanged") else "ready"
+    print(f"    {state} in {time.perf_counter() - started:.1f}s", flush=True)
+    sources = json.dumps([{
+        "name": DEMO_SOURCE, "kind": "medialog", "url": url.render_as_string(hide_password=False),
+        "options": gen.connector_options(),
+    }], ensure_ascii=False)
+    if not settings.sources:
+        env_file = Path(os.environ.get("CLINICFLOW_ENV_FILE", ".env"))
+        append_env(env_file, "CLINICFLOW_SOURCES", sources,
+                   "Written by `clinicflow demo`: the generated Medialog demo source.")
+    return {"CLINICFLOW_SOURCES": sources}
 
 
 def _summary_lines(as_of: date) -> list[str]:
-    return []
+    from optimization.stage import format_summary, next_week_summary
+
+    try:
+        return ["", *format_summary(next_week_summary(as_of))]
+    except Exception as exc:  # the summary is a courtesy; the run itself succeeded
+        log.warning("could not summarise next week: %s", exc)
+        return []
