@@ -1,0 +1,319 @@
+"""Scoring benchmark: N booked appointments scored end to end (features, model, reasons, DB write).
+
+    clinicflow bench score [--appointments 1000000]
+
+1. Set-up (not timed): a fresh warehouse ``<warehouse>_bench_score`` with a generated clinic network
+   written by COPY — ``--appointments`` booked appointments in the horizon (28 days, so that a
+   network of about 1,900 doctors holds a million), three weeks of history with outcomes for 400
+   doctors, slot grids, patients — then a LightGBM champion trained and registered in the MLflow store
+   next to it (``<warehouse>_bench_score_mlflow``) by the real training stage.
+2. Timed: the real scoring stage ``run_scoring`` with ``recompute_features``: point-in-time features in
+   PostgreSQL for every booked appointment (computed and materialised), probabilities from
+   ``models:/noshow@champion``, SHAP contributions and the three reasons in plain words, and the
+   COPY + replace of ``reporting.appointment_risk``. Throughput per phase and peak memory.
+3. Baselines in the same run: the model alone (``pyfunc.predict`` on the same feature rows, no reasons,
+   no database), and ``DataFrame.to_sql`` of the same risk rows (on a sample, per row) against the
+   stage's COPY write.
+
+Reasons: SHAP contributions (TreeSHAP) cost far more than the prediction; the timed run computes them
+for ``--reasons-min-band`` (none by default) and their cost is measured on a sample of
+``--reasons-sample`` rows and projected for every band setting.
+
+``--planner-workaround`` sets ``enable_mergejoin = off`` on the benchmark database: as shipped, the
+features SQL's final joins run as merge joins on ``source`` alone with the other keys as join filters,
+which is quadratic in the rows of one source (measured: 50k targets 257 s, 5k targets 3.8 s); with the
+setting they become hash joins (50k targets 4.3 s).
+
+Target: ≥ 50,000 appointments/s end to end. Printed and written to
+``<CLINICFLOW_HOME>/bench/score-<timestamp>.json``; the database is dropped unless ``--keep``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import logging
+import os
+import time
+from datetime import date, timedelta
+from typing import Any
+
+import numpy as np
+
+from benchmarks.ingest import measure
+
+log = logging.getLogger(__name__)
+
+SOURCE = "bench_score"
+HORIZON_DAYS = 28
+SLOTS_PER_DAY = 30
+FILL = 0.9
+
+
+def _weekdays(first: date, days: int) -> list[date]:
+    return [first + timedelta(days=k) for k in range(days) if (first + timedelta(days=k)).weekday() < 5]
+
+
+def generate(n: int, as_of: date, seed: int = 5) -> dict[str, Any]:
+    """Frames of the generated network (pandas), ready for COPY into core."""
+    import pandas as pd
+
+    rng = np.random.default_rng(seed)
+    horizon_days = _weekdays(as_of, HORIZON_DAYS)
+    doctors = int(np.ceil(n / (len(horizon_days) * SLOTS_PER_DAY * FILL)))
+    history_doctors = min(doctors, 400)
+    history_days = _weekdays(as_of - timedelta(days=21), 21)
+    patients = max(1000, n // 4)
+    birth = rng.integers(1940, 2020, patients)
+    propensity = rng.normal(0, 1, patients)
+
+    def block(days: list[date], n_doctors: int, booked_only: bool, start_id: int) -> pd.DataFrame:
+        grid_days = np.repeat(np.array(days, dtype="datetime64[D]"), n_doctors * SLOTS_PER_DAY)
+        doctor = np.tile(np.repeat(np.arange(n_doctors), SLOTS_PER_DAY), len(days))
+        slot = np.tile(np.arange(SLOTS_PER_DAY), len(days) * n_doctors)
+        keep = rng.random(grid_days.size) < FILL
+        grid_days, doctor, slot = grid_days[keep], doctor[keep], slot[keep]
+        m = grid_days.size
+        start = grid_days.astype("datetime64[m]") + np.timedelta64(8 * 60, "m") + (slot * 20).astype("timedelta64[m]")
+        lead = np.where(rng.random(m) < 0.25, 0, rng.exponential(10, m).astype(int) + 1)
+        booked = start - lead.astype("timedelta64[D]") - rng.integers(60, 600, m).astype("timedelta64[m]")
+        if booked_only:  # the horizon's bookings were all made before the as-of date
+            latest = np.datetime64(as_of, "m") - rng.integers(30, 60 * 24 * 20, m).astype("timedelta64[m]")
+            booked = np.minimum(booked, latest)
+        patient = rng.integers(0, patients, m)
+        reminder = (lead >= 2) & (rng.random(m) < 0.7)
+        logit = -2.0 + 0.04 * np.minimum(lead, 40) + 0.9 * propensity[patient] - 0.5 * reminder
+        status = np.where(rng.random(m) < 1 / (1 + np.exp(-logit)), "noshow", "fulfilled")
+        if booked_only:
+            status = np.full(m, "booked")
+        return pd.DataFrame({
+            "source": SOURCE, "appointment_id": (start_id + np.arange(m)).astype(str),
+            "patient_key": np.char.add("p", patient.astype(str)), "resource_id": np.char.add("d", doctor.astype(str)),
+            "practitioner_id": np.char.add("d", doctor.astype(str)),
+            "department_id": np.char.add("dep", (doctor % 20).astype(str)),
+            "branch_id": np.char.add("b", (doctor % 50).astype(str)),
+            "service_id": np.char.add("s", (slot % 4).astype(str)),
+            "start_at": start, "duration_min": 20, "booked_at": booked, "channel": np.where(slot % 3, "phone", "web"),
+            "confirmed": rng.random(m) < 0.6, "reminder_sent": reminder, "status": status,
+            "status_changed_at": start, "as_of": as_of, "load_batch_id": 0,
+        })
+
+    history = block(history_days, history_doctors, False, 1)
+    horizon = block(horizon_days, doctors, True, 10_000_000)
+    horizon = horizon.iloc[:n]
+    appointments = pd.concat([history, horizon], ignore_index=True)
+    slot_rows = []
+    for days, k in ((history_days, history_doctors), (horizon_days, doctors)):
+        d = np.repeat(np.array(days, dtype="datetime64[D]"), k * SLOTS_PER_DAY).astype("datetime64[m]")
+        doc = np.tile(np.repeat(np.arange(k), SLOTS_PER_DAY), len(days))
+        s = np.tile(np.arange(SLOTS_PER_DAY), len(days) * k)
+        slot_rows.append(pd.DataFrame({"source": SOURCE, "resource_id": np.char.add("d", doc.astype(str)),
+                                       "start_at": d + np.timedelta64(8 * 60, "m") + (s * 20).astype("timedelta64[m]"),
+                                       "duration_min": 20, "no_overbook": False}))
+    slots = pd.concat(slot_rows, ignore_index=True).drop_duplicates(["resource_id", "start_at"])
+    patient_frame = pd.DataFrame({"source": SOURCE, "patient_key": np.char.add("p", np.arange(patients).astype(str)),
+                                  "sex": rng.choice(["F", "M"], patients), "birth_year": birth,
+                                  "flags": [f'{{"welfare": {int(x)}}}' for x in (rng.random(patients) < 0.15)]})
+    return {"appointments": appointments, "slots": slots, "patients": patient_frame, "doctors": doctors,
+            "history_rows": len(history), "horizon_rows": len(horizon)}
+
+
+def _copy(engine, table: str, frame) -> None:
+    buf = io.StringIO()
+    frame.to_csv(buf, index=False, header=False, na_rep="\\N")
+    buf.seek(0)
+    raw = engine.raw_connection()
+    try:
+        cursor = raw.cursor()
+        cursor.copy_expert(f"COPY {table} ({', '.join(frame.columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf)
+        raw.commit()
+    finally:
+        raw.close()
+
+
+def run(appointments: int = 1_000_000, keep: bool = False, reasons_min_band: str = "none",
+        planner_workaround: bool = False, reasons_sample: int = 20_000) -> dict[str, Any]:
+    import sqlalchemy as sa
+
+    from clinicflow import db, migrations
+    from clinicflow.settings import load_settings
+
+    as_of = date(2026, 6, 1)
+    warehouse = db.url_for("warehouse")
+    bench_url = warehouse.set(database=f"{warehouse.database}_bench_score")
+    admin = sa.create_engine(warehouse.set(database="postgres"), isolation_level="AUTOCOMMIT",
+                             poolclass=sa.pool.NullPool)
+    for name in (bench_url.database, f"{bench_url.database}_mlflow"):
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    settings = load_settings(database_url=bench_url.render_as_string(hide_password=False), horizon_days=HORIZON_DAYS,
+                             mlflow_tracking_uri=None, reasons_min_band=reasons_min_band)
+    results: dict[str, Any] = {"appointments": appointments, "as_of": as_of.isoformat(), "cpu_count": os.cpu_count(),
+                               "reasons_min_band": reasons_min_band, "planner_workaround": planner_workaround}
+    try:
+        t0 = time.perf_counter()
+        migrations.upgrade(bench_url)
+        if planner_workaround:  # see the module docstring: the features SQL's joins degrade to merge joins on source
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'ALTER DATABASE "{bench_url.database}" SET enable_mergejoin = off'))
+        engine = db.get_engine("warehouse", settings)
+        data = generate(appointments, as_of)
+        _copy(engine, "core.appointment", data["appointments"])
+        _copy(engine, "core.slot", data["slots"])
+        _copy(engine, "core.patient", data["patients"])
+        with engine.begin() as conn:
+            conn.execute(sa.text("ANALYZE core.appointment"))
+            conn.execute(sa.text("ANALYZE core.slot"))
+        results["setup"] = {"doctors": data["doctors"], "history_rows": data["history_rows"],
+                            "horizon_rows": data["horizon_rows"],
+                            "generate_and_copy_s": round(time.perf_counter() - t0, 1)}
+        t0 = time.perf_counter()
+        from features import build_training_features
+        from training.stage import run_training
+
+        build_training_features(as_of, settings=settings, engine=engine)
+        trained = run_training(as_of, settings=settings, force=True, overrides={
+            "algorithms": ["lightgbm"], "trials": 0, "folds": 2, "fold_days": 3, "embargo_days": 0, "gate_days": 3})
+        results["setup"]["train_s"] = round(time.perf_counter() - t0, 1)
+        results["setup"]["model_version"] = trained.get("model_version")
+        results["stage"] = _timed_scoring(as_of, settings, appointments)
+        results["baselines"] = _baselines(as_of, settings, engine)
+        results["reasons"] = _reasons(as_of, settings, engine, reasons_sample)
+        results["ratios"] = {
+            "end_to_end_vs_model_only": round(results["stage"]["end_to_end"]["rows_per_s"]
+                                              / results["baselines"]["model_only"]["rows_per_s"], 3),
+            "copy_write_vs_to_sql": round(results["stage"]["write_rows_per_s"]
+                                          / results["baselines"]["to_sql"]["rows_per_s"], 1),
+        }
+        out = settings.home / "bench"
+        out.mkdir(parents=True, exist_ok=True)
+        path = out / f"score-{time.strftime('%Y%m%d-%H%M%S')}.json"
+        path.write_text(json.dumps(results, indent=2, default=str))
+        results["written_to"] = str(path)
+    finally:
+        db.dispose_engines()
+        if not keep:
+            for name in (bench_url.database, f"{bench_url.database}_mlflow", f"{bench_url.database}_optuna"):
+                with admin.connect() as conn:
+                    conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()
+    return results
+
+
+def _timed_scoring(as_of: date, settings, n: int) -> dict[str, Any]:
+    from scoring.stage import run_scoring
+
+    stage: dict[str, Any] = {}
+    with measure(stage, "end_to_end", n):
+        summary = run_scoring(as_of, settings=settings, recompute_features=True)
+    scored = summary["appointments_scored"]
+    stage["end_to_end"]["rows"] = scored
+    stage["end_to_end"]["rows_per_s"] = round(scored / stage["end_to_end"]["seconds"])
+    stage["summary"] = summary
+    for phase, key in (("features", "seconds_features"), ("predict_and_reasons", "seconds_predict_and_reasons"),
+                       ("write", "seconds_write")):
+        stage[f"{phase}_rows_per_s"] = round(scored / max(summary[key], 1e-9))
+    return stage
+
+
+def _baselines(as_of: date, settings, engine) -> dict[str, Any]:
+    import pandas as pd
+    import sqlalchemy as sa
+
+    from features import load_features
+    from scoring.stage import load_champion
+
+    champion = load_champion(settings)
+    frame = load_features(as_of=as_of, settings=settings, engine=engine)
+    out: dict[str, Any] = {}
+    with measure(out, "model_only", len(frame)):
+        champion.pyfunc.predict(frame)
+    with engine.connect() as conn:
+        sample = pd.read_sql(sa.text("SELECT * FROM reporting.appointment_risk LIMIT 100000"), conn)
+    with measure(out, "to_sql", len(sample)):
+        sample.to_sql("risk_to_sql", engine, schema="staging", if_exists="replace", index=False, chunksize=10_000,
+                      method="multi")
+    return out
+
+
+def _reasons(as_of: date, settings, engine, sample: int) -> dict[str, Any]:
+    """SHAP contributions + plain-word reasons on a sample, and what they would add per band setting."""
+    import sqlalchemy as sa
+
+    from features import load_features
+    from scoring.reasons import Explainer
+    from scoring.stage import load_champion
+
+    champion = load_champion(settings)
+    frame = load_features(as_of=as_of, settings=settings, engine=engine)
+    frame = frame.sample(n=min(sample, len(frame)), random_state=0)
+    t0 = time.perf_counter()
+    contributions = champion.model.contributions(frame)
+    shap_s = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    Explainer(settings.reasons_language).top_reasons(contributions, frame)
+    words_s = time.perf_counter() - t0
+    rate = len(frame) / (shap_s + words_s)
+    with engine.connect() as conn:
+        bands = dict(conn.execute(sa.text(
+            "SELECT risk_band, count(*) FROM reporting.appointment_risk WHERE as_of = :d GROUP BY 1"),
+            {"d": as_of}).all())
+    rows = {"low": sum(bands.values()), "medium": bands.get("medium", 0) + bands.get("high", 0),
+            "high": bands.get("high", 0)}
+    return {"sample": len(frame), "shap_rows_per_s": round(len(frame) / shap_s), "words_rows_per_s":
+            round(len(frame) / max(words_s, 1e-9)), "rows_per_s": round(rate), "band_rows": rows,
+            "added_seconds": {band: round(n / rate, 1) for band, n in rows.items()}}
+
+
+def format_report(r: dict[str, Any]) -> str:
+    s, b = r["stage"], r["baselines"]
+    e = s["end_to_end"]
+    summary = s["summary"]
+    reasons = r["reasons"]
+    projected = {band: e["seconds"] + (secs if r["reasons_min_band"] == "none" else 0.0)
+                 for band, secs in reasons["added_seconds"].items()}
+    return "\n".join([
+        f"scoring benchmark: {e['rows']:,} booked appointments ({r['setup']['doctors']:,} doctors, "
+        f"{HORIZON_DAYS}-day horizon), model noshow v{r['setup']['model_version']}, {r['cpu_count']} CPUs; "
+        f"reasons for band >= {r['reasons_min_band']}; planner workaround "
+        f"{'ON (enable_mergejoin=off on the benchmark database)' if r['planner_workaround'] else 'off (as shipped)'}",
+        f"  end to end:          {e['seconds']:.1f}s = {e['rows_per_s']:,} appointments/s, "
+        f"peak +{e['peak_mib']:.0f} MiB "
+        f"(target ≥ 50,000/s: {'MET' if e['rows_per_s'] >= 50_000 else 'NOT MET'})",
+        f"    features (SQL):    {summary['seconds_features']:.1f}s = {s['features_rows_per_s']:,}/s",
+        f"    model + reasons:   {summary['seconds_predict_and_reasons']:.1f}s = "
+        f"{s['predict_and_reasons_rows_per_s']:,}/s",
+        f"    write (COPY):      {summary['seconds_write']:.1f}s = {s['write_rows_per_s']:,}/s",
+        f"  baseline, model only (pyfunc.predict, no reasons, no DB): {b['model_only']['rows_per_s']:,}/s "
+        f"(end to end is {r['ratios']['end_to_end_vs_model_only']:.2f}x of it)",
+        f"  baseline, DataFrame.to_sql of the risk rows: {b['to_sql']['rows_per_s']:,}/s (COPY write is "
+        f"{r['ratios']['copy_write_vs_to_sql']:.1f}x faster)",
+        f"  reasons (SHAP contributions + words) on a sample of {reasons['sample']:,}: {reasons['rows_per_s']:,}/s "
+        f"(SHAP {reasons['shap_rows_per_s']:,}/s, words {reasons['words_rows_per_s']:,}/s)",
+        "  end to end with reasons for every appointment / medium and high / high only (projected from the sample): "
+        + " / ".join(f"{e['rows'] / projected[b]:,.0f}/s" for b in ("low", "medium", "high")),
+        f"  set-up (not timed): generate+COPY {r['setup']['generate_and_copy_s']}s, training {r['setup']['train_s']}s",
+    ])
+
+
+def cmd_score(args: argparse.Namespace) -> int:
+    result = run(appointments=args.appointments, keep=args.keep, reasons_min_band=args.reasons_min_band,
+                 planner_workaround=args.planner_workaround, reasons_sample=args.reasons_sample)
+    print(format_report(result))
+    print(f"\nwritten to {result.get('written_to')}")
+    return 0
+
+
+def add_parser(bench: argparse._SubParsersAction) -> None:
+    p = bench.add_parser("score", help="scoring throughput on N generated appointments (features, model, reasons, "
+                         "DB write)", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--appointments", type=int, default=1_000_000, help="booked appointments to score (default 1M)")
+    p.add_argument("--keep", action="store_true", help="keep the benchmark databases afterwards")
+    p.add_argument("--reasons-min-band", choices=["low", "medium", "high", "none"], default="none",
+                   help="reasons in the timed run (default none; their cost is measured on a sample and projected)")
+    p.add_argument("--reasons-sample", type=int, default=20_000, help="rows of the reasons measurement")
+    p.add_argument("--planner-workaround", action="store_true",
+                   help="set enable_mergejoin=off on the benchmark database (the features SQL otherwise joins on "
+                   "`source` alone and grows quadratically)")
+    p.set_defaults(handler=cmd_score)
