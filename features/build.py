@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FEATURE_SQL = SQL_DIR / "features" / "appointment_features.sql"
+TARGETS_SQL = SQL_DIR / "features" / "targets.sql"
 OUTCOME_STATUSES = ("arrived", "fulfilled", "noshow")
 INACTIVE_STATUSES = ("cancelled_by_patient", "cancelled_by_clinic", "cancelled_unknown", "rescheduled", "deleted")
 _INACTIVE_SQL = ", ".join(f"'{s}'" for s in INACTIVE_STATUSES)
@@ -47,10 +48,14 @@ _OUTCOME_SQL = ", ".join(f"'{s}'" for s in OUTCOME_STATUSES)
 
 
 @cache
+def _sql(path) -> str:
+    if not path.is_file():
+        raise ClinicFlowError(f"{path} is missing: is the checkout complete?")
+    return path.read_text(encoding="utf-8")
+
+
 def feature_sql() -> str:
-    if not FEATURE_SQL.is_file():
-        raise ClinicFlowError(f"{FEATURE_SQL} is missing: is the checkout complete?")
-    return FEATURE_SQL.read_text(encoding="utf-8")
+    return _sql(FEATURE_SQL)
 
 
 @dataclass(frozen=True)
@@ -139,7 +144,10 @@ def _ensure_reference(conn: sa.Connection, options: BuildOptions) -> None:
 
 def _compute(conn: sa.Connection, options: BuildOptions, settings: Settings) -> int:
     """Fill the temp table ft_result from ft_targets; return its row count."""
-    conn.execute(sa.text("ANALYZE ft_targets"))
+    # fresh statistics: a load that just wrote many rows would otherwise make the planner loop over them
+    conn.execute(sa.text("ANALYZE core.appointment, core.patient, core.slot, core.resource_day"))
+    conn.execute(sa.text(_sql(TARGETS_SQL)))
+    conn.execute(sa.text("ANALYZE ft_tgt"))
     conn.execute(
         sa.text("CREATE TEMP TABLE ft_result ON COMMIT DROP AS " + feature_sql()),
         {

@@ -61,6 +61,8 @@ class TrainConfig:
     tune_max_rows: int = 200_000
     tune_folds: int = 2
     seed: int = 0
+    #: also fit every candidate on all the data (benchmarks compare them on later days); else only the chosen
+    final_all: bool = False
 
     @classmethod
     def from_settings(cls, settings: Settings, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -128,6 +130,8 @@ class TrainResult:
     tuning: dict[str, TuneResult]
     timings: dict[str, float]
     gate_index: np.ndarray
+    #: every candidate fitted on all the data (only with ``config.final_all``)
+    final_models: dict[str, NoShowModel] = field(default_factory=dict)
 
     @property
     def gate_labels(self) -> np.ndarray:
@@ -251,10 +255,19 @@ def train(data: TrainingData, config: TrainConfig, *, storage_url: str | None = 
         "train_start": str(first_day), "n_train": len(y), "snapshot_id": data.snapshot_id(),
     })
     timings["final_fit"] = time.perf_counter() - t0
+    final_models = {best: model}
+    if config.final_all:
+        for name in candidates:
+            if name not in final_models:
+                final_models[name] = _final_model(name, candidates, X, y, T, config)
+        lead_final = LogisticLearner({"C": 1.0}).fit(lead, y)
+        final_models[BASELINE] = NoShowModel(lead_final, calibration.Calibrator("none"),
+                                             definitions.FEATURE_SET_VERSION, T - timedelta(days=1), T)
     timings["total"] = time.perf_counter() - started
     log.info("chosen %s (folds log loss %.5f); final model fitted on %d appointments in %.1fs", best,
              candidates[best].fold_log_loss, len(y), timings["final_fit"])
-    return TrainResult(T, config, data, folds, gate, candidates, baseline, best, model, tuning, timings, gate_index)
+    return TrainResult(T, config, data, folds, gate, candidates, baseline, best, model, tuning, timings, gate_index,
+                       final_models)
 
 
 def _stack(candidates: dict[str, Candidate], gate_learners: dict[str, Learner], X: pd.DataFrame, y: np.ndarray,

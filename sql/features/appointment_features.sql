@@ -12,26 +12,14 @@
 -- visible at that as_of. This scales to millions of targets with per-row as-of dates (training) in
 -- one pass, without a join per target.
 --
+-- The targets joined to their own booking record are in the temporary table ft_tgt (targets.sql),
+-- analysed before this runs so that the planner knows their number.
+--
 -- Parameters: :country, :patient_prior_weight, :context_prior_weight, :window_lag (= window days - 1).
 WITH RECURSIVE
-tgt AS (
-    SELECT t.source, t.appointment_id, t.as_of,
-           (t.as_of - DATE '2000-01-01') AS as_of_n,
-           a.patient_key, a.resource_id, a.practitioner_id, a.department_id, a.branch_id, a.service_id,
-           a.start_at, a.start_at::date AS day, (a.start_at::date - DATE '2000-01-01') AS day_n,
-           a.duration_min, a.booked_at, a.channel, a.confirmed, a.reminder_sent, a.rescheduled_from_id,
-           -- the target itself is among the bookings a run of as_of sees (not a same-day booking, not cancelled)
-           (coalesce(a.booked_at, a.start_at) < t.as_of
-            AND NOT (a.status IN ('cancelled_by_patient', 'cancelled_by_clinic', 'cancelled_unknown', 'rescheduled',
-                                  'deleted')
-                     AND coalesce(a.status_changed_at, a.start_at) < t.as_of))::int AS self_seen
-    FROM ft_targets t
-    JOIN core.appointment a ON a.source = t.source AND a.appointment_id = t.appointment_id
-),
-
 -- ---------------------------------------------------------------- patient history (event stream)
 pat AS (
-    SELECT DISTINCT source, patient_key FROM tgt WHERE patient_key IS NOT NULL
+    SELECT DISTINCT source, patient_key FROM ft_tgt WHERE patient_key IS NOT NULL
 ),
 pa AS (
     SELECT b.source, b.patient_key, b.status,
@@ -67,7 +55,7 @@ pstream AS (
     FROM pev
     UNION ALL
     SELECT source, patient_key, as_of_n, 0, 0, 0, 0, 0, NULL, NULL, appointment_id, as_of
-    FROM tgt WHERE patient_key IS NOT NULL
+    FROM ft_tgt WHERE patient_key IS NOT NULL
 ),
 phist_all AS (
     SELECT source, appointment_id, as_of,
@@ -87,7 +75,7 @@ phist AS (
 
 -- ---------------------------------------------------------------- context no-show rates (event stream)
 span AS (
-    SELECT min(as_of) AS first_as_of, max(as_of) AS last_as_of FROM tgt
+    SELECT min(as_of) AS first_as_of, max(as_of) AS last_as_of FROM ft_tgt
 ),
 ctx_daily AS (
     SELECT k.kind, b.source, k.entity, (b.start_at::date - DATE '2000-01-01') + 1 AS vis_n,
@@ -98,14 +86,14 @@ ctx_daily AS (
                                ('branch', b.branch_id), ('service', b.service_id), ('all', '*')) AS k(kind, entity)
     WHERE b.status IN ('noshow', 'arrived', 'fulfilled')
       AND k.entity IS NOT NULL
-      AND b.source IN (SELECT DISTINCT source FROM tgt)
+      AND b.source IN (SELECT DISTINCT source FROM ft_tgt)
       AND b.start_at >= span.first_as_of - (:window_lag + 1)
       AND b.start_at < span.last_as_of
     GROUP BY 1, 2, 3, 4
 ),
 ctx_q AS (
     SELECT DISTINCT k.kind, t.source, k.entity, t.as_of_n AS vis_n
-    FROM tgt t
+    FROM ft_tgt t
     CROSS JOIN LATERAL (VALUES ('practitioner', t.practitioner_id), ('department', t.department_id),
                                ('branch', t.branch_id), ('service', t.service_id), ('all', '*')) AS k(kind, entity)
     WHERE k.entity IS NOT NULL
@@ -132,7 +120,7 @@ base_rate AS (
 
 -- ---------------------------------------------------------------- same-day bookings known at as_of
 pday_keys AS (
-    SELECT DISTINCT source, patient_key, day, as_of FROM tgt WHERE patient_key IS NOT NULL
+    SELECT DISTINCT source, patient_key, day, as_of FROM ft_tgt WHERE patient_key IS NOT NULL
 ),
 pday AS (
     SELECT k.source, k.patient_key, k.day, k.as_of, count(*) AS n
@@ -146,7 +134,7 @@ pday AS (
     GROUP BY 1, 2, 3, 4
 ),
 rday_keys AS (
-    SELECT DISTINCT source, resource_id, day, as_of FROM tgt WHERE resource_id IS NOT NULL
+    SELECT DISTINCT source, resource_id, day, as_of FROM ft_tgt WHERE resource_id IS NOT NULL
 ),
 rday AS (
     SELECT k.source, k.resource_id, k.day, k.as_of, count(*) AS n
@@ -160,7 +148,7 @@ rday AS (
     GROUP BY 1, 2, 3, 4
 ),
 bday_keys AS (
-    SELECT DISTINCT source, branch_id, day, as_of FROM tgt WHERE branch_id IS NOT NULL
+    SELECT DISTINCT source, branch_id, day, as_of FROM ft_tgt WHERE branch_id IS NOT NULL
 ),
 bday AS (
     SELECT k.source, k.branch_id, k.day, k.as_of, count(*) AS n
@@ -176,7 +164,7 @@ bday AS (
 
 -- ---------------------------------------------------------------- position of the slot in the resource's day
 slot_days AS (
-    SELECT DISTINCT source, resource_id, day FROM tgt WHERE resource_id IS NOT NULL
+    SELECT DISTINCT source, resource_id, day FROM ft_tgt WHERE resource_id IS NOT NULL
 ),
 slot_stream AS (
     SELECT s.source, s.resource_id, k.day, s.start_at, 1 AS is_slot, NULL::text AS appointment_id, NULL::date AS as_of
@@ -184,7 +172,7 @@ slot_stream AS (
     JOIN core.slot s ON s.source = k.source AND s.resource_id = k.resource_id
      AND s.start_at >= k.day AND s.start_at < k.day + 1
     UNION ALL
-    SELECT source, resource_id, day, start_at, 0, appointment_id, as_of FROM tgt WHERE resource_id IS NOT NULL
+    SELECT source, resource_id, day, start_at, 0, appointment_id, as_of FROM ft_tgt WHERE resource_id IS NOT NULL
 ),
 slot_rank AS (
     SELECT * FROM (
@@ -200,7 +188,7 @@ slot_rank AS (
 -- ---------------------------------------------------------------- reschedule chains (own booking record)
 chain (source, appointment_id, as_of, prev_id, depth) AS (
     SELECT source, appointment_id, as_of, rescheduled_from_id, 1
-    FROM tgt WHERE rescheduled_from_id IS NOT NULL
+    FROM ft_tgt WHERE rescheduled_from_id IS NOT NULL
     UNION ALL
     SELECT c.source, c.appointment_id, c.as_of, b.rescheduled_from_id, c.depth + 1
     FROM chain c
@@ -281,7 +269,7 @@ SELECT
     CASE WHEN t.branch_id IS NOT NULL
          THEN (coalesce(bd.n, 0) - t.self_seen) END::integer AS branch_day_booked,
     t.reminder_sent
-FROM tgt t
+FROM ft_tgt t
 LEFT JOIN core.patient p ON p.source = t.source AND p.patient_key = t.patient_key
 LEFT JOIN phist ph ON ph.source = t.source AND ph.appointment_id = t.appointment_id AND ph.as_of = t.as_of
 LEFT JOIN base_rate br ON br.source = t.source AND br.vis_n = t.as_of_n
