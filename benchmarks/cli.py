@@ -7,7 +7,7 @@ import argparse
 import importlib
 
 #: Benchmark modules (each exposes ``add_parser(subparsers)``).
-BENCHMARKS = ("benchmarks.ingest", "benchmarks.optimize", "benchmarks.score")
+BENCHMARKS = ("benchmarks.ingest", "benchmarks.optimize", "benchmarks.score", "benchmarks.train", "benchmarks.vitoria")
 
 
 def register_cli(sub: argparse._SubParsersAction) -> None:
