@@ -3,10 +3,13 @@
 Where the slots come from, in order of preference (recorded per resource-day as ``grid``):
 
 * ``slots``        — ``core.slot`` rows of the resource that day (templates, pre-generated slots, FHIR
-  Slot). A booked appointment goes into the slot that contains its start (the last slot starting at
-  or before it); one that starts before the first slot goes into the first;
-* ``resource_day`` — ``core.resource_day`` gives the number of slots, the start of work and the slot
-  length; the grid is built from them;
+  Slot). A booked appointment goes into the slot that contains its start;
+* ``resource_day`` — ``core.resource_day`` gives the start and end of work and the slot length (the
+  whole span is the grid: a break becomes a free slot) or, without an end, the number of slots;
+
+An appointment that starts in no slot of the grid (before it, in a break, after it) gets a slot of
+its own at its start time: the doctor sees that patient then, and piling it onto a neighbouring slot
+would invent waiting and overtime.
 * ``booking_order`` — the source has no grid (the public Vitória data: a day and a neighbourhood,
   no time, no doctor): the day's appointments of the resource in the order they were booked, one per
   slot, split into sessions of at most ``session_slots`` (as the shared notes allow). Every output
@@ -20,6 +23,7 @@ Each booked patient carries the groups of the fairness reports: age band, sex, w
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
 from collections.abc import Sequence
@@ -90,6 +94,47 @@ def _session_bounds(n: int, session_slots: int) -> list[tuple[int, int]]:
     return [(int(edges[i]), int(edges[i + 1])) for i in range(sessions)]
 
 
+def _durations(starts: Sequence[datetime], durations: Any) -> list[float]:
+    """Minutes of each slot: its own duration, else the gap to the next slot (the median gap at the end)."""
+    gaps = [(b - a).total_seconds() / 60 for a, b in itertools.pairwise(starts)]
+    fallback = float(np.median(gaps)) if gaps else 30.0
+    out = []
+    for k in range(len(starts)):
+        value = None
+        if durations is not None:
+            raw = durations.iloc[k]
+            value = None if raw is None or _isnan(raw) else float(raw)
+        out.append(value if value and value > 0 else (gaps[k] if k < len(gaps) and gaps[k] > 0 else fallback))
+    return out
+
+
+def _isnan(value: Any) -> bool:
+    try:
+        return bool(value != value)  # NaN
+    except (TypeError, ValueError):
+        return False
+
+
+def _cover(starts: list[datetime], minutes: list[float], blocked: np.ndarray, appointment_starts: Any
+           ) -> tuple[list[datetime], np.ndarray, int]:
+    """Add a slot for every appointment that starts in no slot of the grid (before the first, in a break,
+    after the last): the doctor sees that patient then, so the queue must not pile them onto a
+    neighbouring slot. Returns the slot starts, their blocked flags, and the number of slots added."""
+    ends = [a + timedelta(minutes=m) for a, m in zip(starts, minutes, strict=True)]
+    extra: set[datetime] = set()
+    k = 0
+    for t in sorted(ts.to_pydatetime() for ts in appointment_starts):
+        while k < len(starts) and ends[k] <= t:
+            k += 1
+        inside = k < len(starts) and starts[k] <= t < ends[k]
+        if not inside and t not in extra:
+            extra.add(t)
+    if not extra:
+        return starts, blocked, 0
+    merged = sorted([(a, bool(b)) for a, b in zip(starts, blocked, strict=True)] + [(t, False) for t in extra])
+    return [a for a, _ in merged], np.array([b for _, b in merged], dtype=bool), len(extra)
+
+
 def build_resource_days(appointments: pd.DataFrame, slots: pd.DataFrame | None = None,
                         resource_days: pd.DataFrame | None = None, *, extra_show_prob: float,
                         session_slots: int = 40, resource_no_overbook: Sequence[tuple[str, str]] = ()
@@ -143,25 +188,34 @@ def build_resource_days(appointments: pd.DataFrame, slots: pd.DataFrame | None =
             continue
         grid_slots = slot_groups.get((source, resource_id, day))
         starts: list[datetime] | None = None
+        minutes: list[float] | None = None
         slot_blocked: np.ndarray | None = None
         if grid_slots is not None and len(grid_slots):
             grid = "slots"
             starts = [ts.to_pydatetime() for ts in grid_slots["start_at"]]
+            minutes = _durations(starts, grid_slots.get("duration_min"))
             slot_blocked = grid_slots.get("no_overbook", pd.Series(False, index=grid_slots.index)).fillna(False)
             slot_blocked = slot_blocked.to_numpy(dtype=bool)
         elif rd is not None and getattr(rd, "slots", 0) and getattr(rd, "work_start", None) is not None \
                 and getattr(rd, "slot_minutes", None):
             grid = "resource_day"
+            step = int(rd.slot_minutes)
             begin = datetime.combine(day, rd.work_start)
-            starts = [begin + timedelta(minutes=int(rd.slot_minutes) * k) for k in range(int(rd.slots))]
+            count = int(rd.slots)
+            work_end = getattr(rd, "work_end", None)
+            if work_end is not None and not pd.isna(work_end):  # the whole span: a break is a free slot
+                count = max(count, int((datetime.combine(day, work_end) - begin).total_seconds() // (60 * step)))
+            starts = [begin + timedelta(minutes=step * k) for k in range(count)]
+            minutes = [float(step)] * count
             slot_blocked = np.zeros(len(starts), dtype=bool)
         else:
             grid = "booking_order"
         if starts is not None:
             ordered = group.sort_values(["start_at", "appointment_id"])
+            starts, slot_blocked, added = _cover(starts, minutes, slot_blocked, ordered["start_at"])
+            outside += added
             starts64 = np.array(starts, dtype="datetime64[ns]")
             index = np.searchsorted(starts64, ordered["start_at"].to_numpy(dtype="datetime64[ns]"), side="right") - 1
-            outside += int((index < 0).sum())
             index = np.clip(index, 0, len(starts) - 1)
             pieces = [(ordered, index, starts, slot_blocked, 0)]
         else:
@@ -195,6 +249,6 @@ def build_resource_days(appointments: pd.DataFrame, slots: pd.DataFrame | None =
             ))
             out_slots.append({"starts": piece_starts})
     if outside:
-        log.warning("%d booked appointments start before their resource's first slot; counted in the first slot",
-                    outside)
+        log.info("%d slots added for booked appointments that start outside their resource's slot grid (before it, "
+                 "in a break or after it)", outside)
     return out_days, out_slots

@@ -65,3 +65,30 @@ def test_group_helpers():
     assert welfare({"diabetes": 1}) == "no welfare"
     deciles = risk_deciles(np.linspace(0, 1, 100))
     assert deciles[0] == "D01" and deciles[-1] == "D10" and len(set(deciles)) == 10
+
+
+def test_appointments_outside_the_grid_get_their_own_slot():
+    # slots 09:00-10:00 and 11:00-12:00 (30 min), a break between; appointments in the break and after the end
+    times = [datetime(2026, 5, 4, 9, 0), datetime(2026, 5, 4, 9, 30), datetime(2026, 5, 4, 11, 0),
+             datetime(2026, 5, 4, 11, 30)]
+    slots = pd.DataFrame({"source": "s", "resource_id": "r", "start_at": times, "duration_min": 30,
+                          "no_overbook": False})
+    appts = frame(4, same_time=False)
+    appts["start_at"] = [datetime(2026, 5, 4, 9, 0), datetime(2026, 5, 4, 10, 15), datetime(2026, 5, 4, 11, 30),
+                         datetime(2026, 5, 4, 12, 10)]
+    (day,), starts = build_resource_days(appts, slots, extra_show_prob=0.8)
+    assert day.n_slots == 6
+    assert starts[0]["starts"][2] == datetime(2026, 5, 4, 10, 15) and starts[0]["starts"][5] == datetime(2026, 5, 4,
+                                                                                                          12, 10)
+    assert list(day.slot_of) == [0, 2, 4, 5]  # nobody piled onto a neighbouring slot
+
+
+def test_resource_day_grid_spans_the_working_hours():
+    appts = frame(2, same_time=False)
+    appts["start_at"] = [datetime(2026, 5, 4, 8, 0), datetime(2026, 5, 4, 14, 30)]
+    rd = pd.DataFrame([{"source": "s", "resource_id": "r", "day": date(2026, 5, 4), "slots": 13, "slot_minutes": 30,
+                        "work_start": datetime(2026, 5, 4, 8, 0).time(), "work_end": datetime(2026, 5, 4, 15, 0).time(),
+                        "on_leave": False}])
+    (day,), _ = build_resource_days(appts, None, rd, extra_show_prob=0.8)
+    assert day.n_slots == 14  # 08:00-15:00 in 30-minute slots; the 14th is a break the template left out
+    assert list(day.slot_of) == [0, 13]
