@@ -75,6 +75,24 @@ def list_partitions(as_of: date, settings: Settings | None = None) -> list[dict[
     return [{"source": s, "branch_id": b, "appointments": int(n)} for s, b, n in rows]
 
 
+def clear_stale_partitions(as_of: date, settings: Settings | None = None) -> int:
+    """Delete recommendations of ``as_of`` for (source, branch) pairs that no longer have scored
+    appointments (a re-run after a rescoring): the mapped ``optimise`` tasks only replace their own."""
+    with _engine(settings).begin() as conn:
+        stale = "NOT EXISTS (SELECT 1 FROM reporting.appointment_risk r WHERE r.as_of = o.as_of AND r.source = " \
+                "o.source AND r.branch_id IS NOT DISTINCT FROM o.branch_id)"
+        conn.execute(sa.text(
+            f"DELETE FROM reporting.overbooking_slot s USING reporting.overbooking_day o WHERE o.as_of = :d AND "
+            f"s.as_of = o.as_of AND s.source = o.source AND s.resource_id = o.resource_id AND s.day = o.day AND "
+            f"s.session = o.session AND {stale}"), {"d": as_of})
+        deleted = conn.execute(sa.text(f"DELETE FROM reporting.overbooking_day o WHERE o.as_of = :d AND {stale}"),
+                               {"d": as_of}).rowcount
+    if deleted:
+        log.info("removed %d stale overbooking resource-days of %s (their branches have no scored appointment now)",
+                 deleted, as_of)
+    return int(deleted or 0)
+
+
 def extra_show_probability(as_of: date, settings: Settings) -> float:
     """The show probability of an extra booking: configured, else the model's average for the run."""
     if settings.overbook_extra_show_probability is not None:

@@ -109,3 +109,19 @@ def test_publish_records_the_run_and_checks_it(migrated_warehouse, clinic):
     assert rows[0]["unplanned_appointments"] == 0
     assert rows[0]["expected_patients_gained"] == pytest.approx(next_week_summary(as_of)["expected_patients_gained"],
                                                                 abs=0.01)
+
+
+def test_stale_partitions_are_cleared(migrated_warehouse, clinic):
+    from optimization.stage import clear_stale_partitions
+
+    run_optimisation(clinic.as_of, None, workers=1)
+    with migrated_warehouse.begin() as conn:  # rescoring: branch b2 has no scored appointment any more
+        conn.execute(sa.text("DELETE FROM reporting.appointment_risk WHERE source = :s AND branch_id = 'b2'"),
+                     {"s": clinic.source})
+    assert clear_stale_partitions(clinic.as_of) == 6
+    with migrated_warehouse.connect() as conn:
+        left = conn.execute(sa.text("SELECT DISTINCT branch_id FROM reporting.overbooking_day WHERE source = :s"),
+                            {"s": clinic.source}).scalars().all()
+        slots = conn.execute(sa.text("SELECT count(*) FROM reporting.overbooking_slot WHERE source = :s AND "
+                                     "resource_id IN ('r3', 'r4')"), {"s": clinic.source}).scalar()
+    assert left == ["b1"] and slots == 0
