@@ -191,10 +191,11 @@ def nightly():
           doc_md="The (source, branch) pairs with scored appointments; `optimise` is mapped over them (one "
                  "`all` task that finds nothing to do when nothing was scored).")
     def overbooking_partitions(scored: dict) -> list[dict]:
-        from optimization.stage import list_partitions
+        from optimization.stage import clear_stale_partitions, list_partitions
 
-        found = [{"source": p["source"], "branch_id": p["branch_id"]}
-                 for p in list_partitions(context_as_of(get_current_context()))]
+        as_of = context_as_of(get_current_context())
+        clear_stale_partitions(as_of)
+        found = [{"source": p["source"], "branch_id": p["branch_id"]} for p in list_partitions(as_of)]
         return found or [{"all": True}]
 
     @task(task_id="optimise", map_index_template="{{ partition_label }}",
