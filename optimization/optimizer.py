@@ -47,6 +47,8 @@ log = logging.getLogger(__name__)
 _SCALE = 1_000_000  # integer resolution of the CP-SAT coefficients (re-scored exactly anyway)
 #: Pair interactions smaller than this in every measure are left out of the CP-SAT model.
 _INTERACTION_EPS = 1e-4
+#: Share of the per-day time budget one CP-SAT call may use.
+_CPSAT_SHARE = 0.25
 
 
 @dataclass
@@ -160,7 +162,11 @@ class Optimizer:
         model.add(sum(z) <= self.config.trust_region)
         room = self.config.max_per_day - int(plan.sum())
         model.add(sum(int(mv.delta[m]) * z[m] for m in range(M)) <= room)
-        significant = np.flatnonzero(np.abs(inter).max(axis=1) >= _INTERACTION_EPS)
+        eot, pot = self.limits
+        used = [0] + ([1] if np.isfinite(eot) else []) + ([2] if np.isfinite(pot) else [])
+        if self.config.fairness_weight > 0:
+            used += list(range(3, inter.shape[1]))
+        significant = np.flatnonzero(np.abs(inter[:, used]).max(axis=1) >= _INTERACTION_EPS)
         w = []
         for p in significant:
             v = model.new_bool_var(f"w{p}")
@@ -176,7 +182,6 @@ class Optimizer:
                     if abs(inter[p, col]) * _SCALE >= 0.5]
             return sum(lin)
 
-        eot, pot = self.limits
         if np.isfinite(eot):
             model.add(expression(1) <= int(np.floor((eot - base[1]) * _SCALE)))
         if np.isfinite(pot):
@@ -232,7 +237,9 @@ class Optimizer:
         iterations, local_optimum = 0, False
         if not (ev.caps > 0).any():
             local_optimum = True
-        while not local_optimum and time.perf_counter() < deadline:
+        last_round = 0.0
+        while not local_optimum and time.perf_counter() + last_round < deadline:
+            round_started = time.perf_counter()
             iterations += 1
             mv, singles, pairs, a, b = self._neighbourhood(incumbent)
             if mv.slot.size == 0:
@@ -241,7 +248,10 @@ class Optimizer:
             candidates: list[tuple[str, Metrics]] = [("exchange", singles), ("exchange", pairs)]
             remaining = deadline - time.perf_counter()
             if self.config.trust_region >= 3 and remaining > 0.005:
-                found = self._cpsat(incumbent, current, mv, singles, pairs, a, b, remaining)
+                # one CP-SAT call gets at most a quarter of the budget: the two-move neighbourhood is already
+                # scanned exactly, the solver looks for larger improving combinations of moves
+                budget = min(remaining, max(0.05, _CPSAT_SHARE * self.config.time_limit_s))
+                found = self._cpsat(incumbent, current, mv, singles, pairs, a, b, budget)
                 if found:
                     rescored = ev.evaluate(np.stack(found), ref=ev.trajectory(incumbent))
                     self.plans_scored += len(found)
@@ -256,6 +266,7 @@ class Optimizer:
             if not improved:
                 # singles and pairs were scored exactly: nothing within two moves is better
                 local_optimum = True
+            last_round = time.perf_counter() - round_started  # do not start a round that cannot finish
         score = current.row(0)
         return OptimizeResult(
             key=self.day.key, plan=incumbent, score=score, baseline=self.baseline, greedy=greedy_score,
