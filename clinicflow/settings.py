@@ -118,6 +118,8 @@ class Settings(BaseSettings):
     train_gate_days: Annotated[int, Field(ge=1, le=180)] = 14
     #: Champion gate: log-loss improvement a challenger needs (and it may not lose AUC).
     train_gate_margin: Annotated[float, Field(ge=0, le=1)] = 0.001
+    #: Threads of one model fit (LightGBM, XGBoost, random forest); 0 = every CPU core.
+    train_threads: Annotated[int, Field(ge=0, le=256)] = 0
 
     # --- scoring and overbooking (scoring/, optimization/) ---
     #: Predicted no-show probability from which a booked appointment is in the "medium" risk band.
