@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import logging
 import os
+import warnings
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
@@ -412,7 +413,11 @@ def _run_gx_table_suite(context: Any, url: str, batch_id: int, source: str,
     import great_expectations as gx
 
     E = gx.expectations
-    datasource = context.data_sources.add_postgres("warehouse", connection_string=url)
+    # add_sql, not add_postgres: the latter insists on a host, and the embedded PostgreSQL listens on a
+    # Unix socket only (postgresql+psycopg2://user@/db?host=/path).
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="You are using a generic SQLDatasource")
+        datasource = context.data_sources.add_sql("warehouse", connection_string=url)
     asset = datasource.add_table_asset("appointment", table_name=f"appointment_b{int(batch_id)}",
                                        schema_name="staging")
     suite = context.suites.add(gx.ExpectationSuite(name=f"{source}.appointment_batch"))
