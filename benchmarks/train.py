@@ -133,7 +133,7 @@ def _stages(as_of: date, trials: int, timeout_s: int, algorithms: list[str] | No
     with measure(baselines, "lightgbm_single_fit", len(X)):
         LightGBMLearner().fit(X, data.y)
     with measure(baselines, "lead_only_fit", len(X)):
-        LogisticLearner({"C": 1.0}).fit(X[["lead_days"]], data.y)
+        LogisticLearner({"C": 1.0, "bins": 0}).fit(X[["lead_days"]], data.y)
     out.update({
         "stages": stages, "baselines": baselines, "features_summary": summary_features,
         "training_summary": summary, "training_rows": len(X),

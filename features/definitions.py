@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 #: Bump when a definition changes (the SQL, a smoothing constant, a window).
-FEATURE_SET_VERSION = "2026.1"
+FEATURE_SET_VERSION = "2026.2"
 
 #: Pseudo-count of the smoothed no-show rates: a patient with no history gets the clinic's rate.
 PATIENT_PRIOR_WEIGHT = 2.0
@@ -74,6 +74,7 @@ FEATURES: tuple[Feature, ...] = (
     Feature("is_working_weekend", "calendar", "boolean", "a weekend day made a working day by a transfer"),
     Feature("days_to_holiday", "calendar", "numeric", "days to the next public holiday (capped at 60)"),
     Feature("days_from_holiday", "calendar", "numeric", "days since the last public holiday (capped at 60)"),
+    Feature("days_to_nearest_holiday", "calendar", "numeric", "days to the nearest public holiday, either side"),
     Feature("month", "calendar", "numeric", "month of the appointment"),
     Feature("season", "calendar", "categorical", "winter, spring, summer, autumn"),
     # patient
@@ -83,6 +84,8 @@ FEATURES: tuple[Feature, ...] = (
     Feature("prior_attended", "patient", "numeric", "past appointments attended"),
     Feature("prior_noshows", "patient", "numeric", "past appointments missed"),
     Feature("prior_cancellations", "patient", "numeric", "the patient's cancellations before the as-of date"),
+    Feature("prior_late_cancellations", "patient", "numeric",
+            "the patient's cancellations made less than 24 hours before the start, before the as-of date"),
     Feature("prior_reschedules", "patient", "numeric", "the patient's reschedules before the as-of date"),
     Feature("prior_noshow_rate", "patient", "numeric",
             "smoothed past no-show rate: (no-shows + 2 × clinic rate) / (attended + no-shows + 2)"),

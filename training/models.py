@@ -24,7 +24,12 @@ from features import definitions
 log = logging.getLogger(__name__)
 
 EPS = 1e-6
-N_JOBS = max(1, os.cpu_count() or 1)
+#: Threads of one fit; set per training from ``TrainConfig.threads`` (CLINICFLOW_TRAIN_THREADS), 0 = every core.
+THREADS = 0
+
+
+def n_jobs() -> int:
+    return THREADS if THREADS > 0 else max(1, os.cpu_count() or 1)
 
 
 def logit(p: np.ndarray) -> np.ndarray:
@@ -151,15 +156,19 @@ class Learner:
 
 
 class LogisticLearner(Learner):
+    """L2 logistic regression on standardised numeric features, missing-value indicators, one-hot
+    categories and, for numeric features with many values, one-hot quantile bins (``bins`` per feature):
+    the linear term keeps the trend, the bins let it bend (the U of age, the log shape of lead time)."""
+
     name = "logreg"
 
     @classmethod
     def default_params(cls) -> dict[str, Any]:
-        return {"C": 0.3}
+        return {"C": 0.3, "bins": 8}
 
     @classmethod
     def suggest(cls, trial) -> dict[str, Any]:
-        return {"C": trial.suggest_float("C", 1e-3, 10.0, log=True)}
+        return {"C": trial.suggest_float("C", 1e-3, 10.0, log=True), "bins": trial.suggest_int("bins", 0, 12, step=4)}
 
     def _design(self, X: pd.DataFrame, fit: bool = False) -> np.ndarray:
         enc = self.encoder.transform(X)
@@ -173,8 +182,21 @@ class LogisticLearner(Learner):
             self._std = filled.std(axis=0)
             self._std[self._std == 0] = 1.0
             self._missing_cols = np.where(missing.any(axis=0))[0]
+            self._edges: dict[int, np.ndarray] = {}
+            bins = int(self.params.get("bins", 0))
+            for j in range(num.shape[1]):
+                values = num[~missing[:, j], j]
+                if bins >= 2 and len(np.unique(values[:20_000])) >= 10:
+                    edges = np.unique(np.quantile(values, np.linspace(0, 1, bins + 1)[1:-1]))
+                    if len(edges):
+                        self._edges[j] = edges
         scaled = (filled - self._mean) / self._std
         parts = [scaled, missing[:, self._missing_cols].astype(float)]
+        for j, edges in self._edges.items():
+            which = np.searchsorted(edges, filled[:, j], side="right")
+            onehot = np.zeros((len(enc), len(edges) + 1))
+            onehot[np.arange(len(enc)), which] = 1.0
+            parts.append(onehot)
         for col in self.encoder.categorical:
             codes = enc[col].cat.codes.to_numpy()
             onehot = np.zeros((len(enc), len(self.encoder.levels[col])))
@@ -187,6 +209,8 @@ class LogisticLearner(Learner):
         """The input feature each design column belongs to."""
         groups = list(self.encoder.numeric)
         groups += [self.encoder.numeric[i] for i in self._missing_cols]
+        for j, edges in self._edges.items():
+            groups += [self.encoder.numeric[j]] * (len(edges) + 1)
         for col in self.encoder.categorical:
             groups += [col] * len(self.encoder.levels[col])
         return groups
@@ -273,7 +297,7 @@ class ForestLearner(TreeLearner):
     def _estimator(self):
         from sklearn.ensemble import RandomForestClassifier
 
-        return RandomForestClassifier(random_state=self.seed, n_jobs=N_JOBS, **self.params)
+        return RandomForestClassifier(random_state=self.seed, n_jobs=n_jobs(), **self.params)
 
     def _fit(self, X, y):
         if len(X) > self.max_rows:
@@ -309,7 +333,7 @@ class LightGBMLearner(Learner):
 
         enc = self.encoder.transform(X)
         self.model = lgb.LGBMClassifier(
-            random_state=self.seed, n_jobs=N_JOBS, verbose=-1, deterministic=True, force_row_wise=True,
+            random_state=self.seed, n_jobs=n_jobs(), verbose=-1, deterministic=True, force_row_wise=True,
             monotone_constraints=monotone_signs(list(enc.columns)), monotone_constraints_method="intermediate",
             **self.params)
         self.model.fit(enc, y)
@@ -352,7 +376,7 @@ class XGBoostLearner(Learner):
         enc = self.encoder.transform(X)
         signs = monotone_signs(list(enc.columns))
         self.model = xgb.XGBClassifier(
-            tree_method="hist", enable_categorical=True, max_cat_to_onehot=1, n_jobs=N_JOBS,
+            tree_method="hist", enable_categorical=True, max_cat_to_onehot=1, n_jobs=n_jobs(),
             random_state=self.seed, eval_metric="logloss",
             monotone_constraints={c: s for c, s in zip(enc.columns, signs, strict=True) if s},
             **self.params)

@@ -31,7 +31,7 @@ from sklearn.metrics import log_loss, roc_auc_score
 from clinicflow.errors import ClinicFlowError
 from clinicflow.settings import Settings
 from features import definitions
-from training import calibration
+from training import calibration, models
 from training.calibration import clip
 from training.dataset import Fold, NotEnoughDataError, TrainingData, Window, model_inputs, rolling_origin
 from training.metrics import evaluate
@@ -63,6 +63,8 @@ class TrainConfig:
     seed: int = 0
     #: also fit every candidate on all the data (benchmarks compare them on later days); else only the chosen
     final_all: bool = False
+    #: threads of one fit (0 = every core)
+    threads: int = 0
 
     @classmethod
     def from_settings(cls, settings: Settings, overrides: dict[str, Any] | None = None) -> TrainConfig:
@@ -71,7 +73,7 @@ class TrainConfig:
             timeout_s=settings.train_optuna_timeout_s, folds=settings.train_folds,
             fold_days=settings.train_fold_days, embargo_days=settings.train_embargo_days,
             gate_days=settings.train_gate_days, gate_margin=settings.train_gate_margin,
-            lookback_days=settings.train_lookback_days,
+            lookback_days=settings.train_lookback_days, threads=settings.train_threads,
         )
         return config.with_overrides(overrides or {})
 
@@ -170,6 +172,7 @@ def train(data: TrainingData, config: TrainConfig, *, storage_url: str | None = 
           study_prefix: str = "noshow") -> TrainResult:
     """Train as of ``data.as_of``; see the module docstring for the scheme."""
     config.validate()
+    models.THREADS = config.threads
     timings: dict[str, float] = {}
     started = time.perf_counter()
     T = data.as_of
@@ -236,10 +239,10 @@ def train(data: TrainingData, config: TrainConfig, *, storage_url: str | None = 
     # lead-time-only baseline, same windows
     t0 = time.perf_counter()
     lead = X.reindex(columns=["lead_days"])
-    base_learner = LogisticLearner({"C": 1.0})
+    base_learner = LogisticLearner({"C": 1.0, "bins": 0})
     base_learner.fit(lead.iloc[np.where(gate_train)[0]], y[gate_train])
     base_pred = clip(base_learner.predict(lead.iloc[gate_index]))
-    baseline = Candidate(BASELINE, {"C": 1.0}, "none", {}, float("nan"), float("nan"),
+    baseline = Candidate(BASELINE, {"C": 1.0, "bins": 0}, "none", {}, float("nan"), float("nan"),
                          NoShowModel(base_learner, calibration.Calibrator("none"), definitions.FEATURE_SET_VERSION,
                                      gate.start - timedelta(days=1), T),
                          base_pred, evaluate(y[gate_index], base_pred), seconds=time.perf_counter() - t0)
@@ -260,7 +263,7 @@ def train(data: TrainingData, config: TrainConfig, *, storage_url: str | None = 
         for name in candidates:
             if name not in final_models:
                 final_models[name] = _final_model(name, candidates, X, y, T, config)
-        lead_final = LogisticLearner({"C": 1.0}).fit(lead, y)
+        lead_final = LogisticLearner({"C": 1.0, "bins": 0}).fit(lead, y)
         final_models[BASELINE] = NoShowModel(lead_final, calibration.Calibrator("none"),
                                              definitions.FEATURE_SET_VERSION, T - timedelta(days=1), T)
     timings["total"] = time.perf_counter() - started

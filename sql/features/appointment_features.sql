@@ -25,7 +25,8 @@ pa AS (
     SELECT b.source, b.patient_key, b.status,
            (b.start_at::date - DATE '2000-01-01') AS start_n,
            (coalesce(b.booked_at, b.start_at)::date - DATE '2000-01-01') AS booked_n,
-           (coalesce(b.status_changed_at, b.start_at)::date - DATE '2000-01-01') AS changed_n
+           (coalesce(b.status_changed_at, b.start_at)::date - DATE '2000-01-01') AS changed_n,
+           (b.status LIKE 'cancelled%' AND b.status_changed_at >= b.start_at - interval '24 hours')::int AS late
     FROM core.appointment b
     JOIN pat ON pat.source = b.source AND pat.patient_key = b.patient_key
 ),
@@ -33,28 +34,28 @@ pev AS (
     -- an appointment whose day has passed counts as expected, with its outcome, from the next day
     SELECT source, patient_key, greatest(start_n, booked_n) + 1 AS vis_n,
            1 AS appt, (status = 'noshow')::int AS noshow, (status IN ('arrived', 'fulfilled'))::int AS attended,
-           0 AS cancelled, 0 AS resched,
+           0 AS cancelled, 0 AS late_cancelled, 0 AS resched,
            CASE WHEN status IN ('arrived', 'fulfilled') THEN start_n END AS visit_n,
            CASE WHEN status = 'noshow' THEN start_n END AS noshow_n
     FROM pa
     UNION ALL
     -- ... and stops counting once it is cancelled, rescheduled or deleted
-    SELECT source, patient_key, greatest(changed_n, start_n, booked_n) + 1, -1, 0, 0, 0, 0, NULL, NULL
+    SELECT source, patient_key, greatest(changed_n, start_n, booked_n) + 1, -1, 0, 0, 0, 0, 0, NULL, NULL
     FROM pa
     WHERE status IN ('cancelled_by_patient', 'cancelled_by_clinic', 'cancelled_unknown', 'rescheduled', 'deleted')
     UNION ALL
     -- cancellations and reschedules count from the day after they happened, whatever the appointment's day
     SELECT source, patient_key, greatest(changed_n, booked_n) + 1, 0, 0, 0,
-           (status LIKE 'cancelled%')::int, (status = 'rescheduled')::int, NULL, NULL
+           (status LIKE 'cancelled%')::int, coalesce(late, 0), (status = 'rescheduled')::int, NULL, NULL
     FROM pa
     WHERE status LIKE 'cancelled%' OR status = 'rescheduled'
 ),
 pstream AS (
-    SELECT source, patient_key, vis_n, appt, noshow, attended, cancelled, resched, visit_n, noshow_n,
-           NULL::text AS appointment_id, NULL::date AS as_of
+    SELECT source, patient_key, vis_n, appt, noshow, attended, cancelled, late_cancelled, resched, visit_n,
+           noshow_n, NULL::text AS appointment_id, NULL::date AS as_of
     FROM pev
     UNION ALL
-    SELECT source, patient_key, as_of_n, 0, 0, 0, 0, 0, NULL, NULL, appointment_id, as_of
+    SELECT source, patient_key, as_of_n, 0, 0, 0, 0, 0, 0, NULL, NULL, appointment_id, as_of
     FROM ft_tgt WHERE patient_key IS NOT NULL
 ),
 phist_all AS (
@@ -63,6 +64,7 @@ phist_all AS (
            sum(attended) OVER w AS prior_attended,
            sum(noshow) OVER w AS prior_noshows,
            sum(cancelled) OVER w AS prior_cancellations,
+           sum(late_cancelled) OVER w AS prior_late_cancellations,
            sum(resched) OVER w AS prior_reschedules,
            max(visit_n) OVER w AS last_visit_n,
            max(noshow_n) OVER w AS last_noshow_n
@@ -231,6 +233,7 @@ SELECT
     -- calendar
     cal.is_day_off, cal.is_public_holiday, cal.is_shortened_day, cal.is_working_weekend,
     cal.days_to_holiday, cal.days_from_holiday,
+    least(cal.days_to_holiday, cal.days_from_holiday) AS days_to_nearest_holiday,
     extract(month FROM t.start_at)::smallint AS month,
     CASE WHEN extract(month FROM t.start_at) IN (12, 1, 2) THEN 'winter'
          WHEN extract(month FROM t.start_at) IN (3, 4, 5) THEN 'spring'
@@ -243,6 +246,7 @@ SELECT
     coalesce(ph.prior_attended, 0)::integer AS prior_attended,
     coalesce(ph.prior_noshows, 0)::integer AS prior_noshows,
     coalesce(ph.prior_cancellations, 0)::integer AS prior_cancellations,
+    coalesce(ph.prior_late_cancellations, 0)::integer AS prior_late_cancellations,
     coalesce(ph.prior_reschedules, 0)::integer AS prior_reschedules,
     ((coalesce(ph.prior_noshows, 0) + :patient_prior_weight * br.rate)
         / (coalesce(ph.prior_noshows, 0) + coalesce(ph.prior_attended, 0) + :patient_prior_weight)

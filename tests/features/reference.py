@@ -90,6 +90,7 @@ class Reference:
         for col in ("is_day_off", "is_public_holiday", "is_shortened_day", "is_working_weekend",
                     "days_to_holiday", "days_from_holiday"):
             out[col] = getattr(cal, col)
+        out["days_to_nearest_holiday"] = min(cal.days_to_holiday, cal.days_from_holiday)
         out["month"] = start.month
         out["season"] = {12: "winter", 1: "winter", 2: "winter", 3: "spring", 4: "spring", 5: "spring",
                          6: "summer", 7: "summer", 8: "summer"}.get(start.month, "autumn")
@@ -104,7 +105,10 @@ class Reference:
         out["prior_appointments"] = len(past)
         out["prior_attended"] = len(attended)
         out["prior_noshows"] = len(noshows)
-        out["prior_cancellations"] = int(mine["vis_status"].str.startswith("cancelled").sum())
+        cancelled = mine[mine["vis_status"].str.startswith("cancelled")]
+        out["prior_cancellations"] = len(cancelled)
+        out["prior_late_cancellations"] = int(
+            (cancelled["status_changed_at"] >= cancelled["start_at"] - pd.Timedelta(hours=24)).sum())
         out["prior_reschedules"] = int((mine["vis_status"] == "rescheduled").sum())
         out["days_since_last_visit"] = (day - attended["day"].max()).days if len(attended) else None
         out["days_since_last_noshow"] = (day - noshows["day"].max()).days if len(noshows) else None

@@ -18,7 +18,7 @@ from training.backtest import run_backtest
 FIRST = date(2026, 3, 2)
 START = date(2026, 3, 30)
 END = date(2026, 4, 10)
-SMALL = {"algorithms": ["logreg", "lightgbm"], "trials": 2, "timeout_s": 30}
+SMALL = {"algorithms": ["logreg", "lightgbm"], "trials": 2, "timeout_s": 30, "threads": 1}
 
 
 @pytest.fixture(scope="module")

@@ -32,7 +32,7 @@ def generated_source(tmp_path, settings_env, server_url, test_db_prefix):
         sources=json.dumps([{"name": "gen", "kind": "csv", "format": "vitoria", "path": str(path)}]),
         holiday_country="BR-ES", train_algorithms="logreg,lightgbm", train_optuna_trials="2",
         train_optuna_timeout_s="60", train_folds="2", train_fold_days="5", train_embargo_days="1",
-        train_gate_days="7", train_every_days="7",
+        train_gate_days="7", train_every_days="7", train_threads="1",
     )
     from clinicflow import db
 
