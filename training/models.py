@@ -256,18 +256,25 @@ class TreeLearner(Learner):
 
         return DecisionTreeClassifier(random_state=self.seed, **self.params)
 
+    #: missing values become this number: a tree splits them off like any value, and scikit-learn's
+    #: missing-value splitter (several times slower) is never needed
+    MISSING: ClassVar[float] = -1e9
+
+    def _matrix(self, X: pd.DataFrame) -> np.ndarray:
+        return self.encoder.codes(X).to_numpy(dtype=np.float32, na_value=self.MISSING)
+
     def _fit(self, X, y):
         self.model = self._estimator()
-        self.model.fit(self.encoder.codes(X), y)
+        self.model.fit(self._matrix(X), y)
 
     def predict(self, X):
-        return self.model.predict_proba(self.encoder.codes(X))[:, 1]
+        return self.model.predict_proba(self._matrix(X))[:, 1]
 
     def contributions(self, X):
         import shap
 
         explainer = shap.TreeExplainer(self.model)
-        values = explainer.shap_values(self.encoder.codes(X), check_additivity=False)
+        values = explainer.shap_values(self._matrix(X), check_additivity=False)
         values = values[1] if isinstance(values, list) else values
         if values.ndim == 3:
             values = values[:, :, 1]
@@ -281,18 +288,21 @@ class TreeLearner(Learner):
 class ForestLearner(TreeLearner):
     name = "forest"
     #: fits use at most this many rows (random sample): a forest on millions of rows is slow for little gain
-    max_rows: ClassVar[int] = 300_000
+    max_rows: ClassVar[int] = 200_000
 
     @classmethod
     def default_params(cls):
-        return {"n_estimators": 200, "max_depth": 14, "min_samples_leaf": 30, "max_features": 0.5}
+        # each tree on a 30 % bootstrap sample with a fifth of the features per split: ~10x faster than defaults
+        return {"n_estimators": 150, "max_depth": 12, "min_samples_leaf": 50, "max_features": 0.2,
+                "max_samples": 0.3}
 
     @classmethod
     def suggest(cls, trial):
-        return {"n_estimators": trial.suggest_int("n_estimators", 100, 300, step=50),
-                "max_depth": trial.suggest_int("max_depth", 6, 20),
-                "min_samples_leaf": trial.suggest_int("min_samples_leaf", 5, 300, log=True),
-                "max_features": trial.suggest_float("max_features", 0.2, 0.8)}
+        return {"n_estimators": trial.suggest_int("n_estimators", 100, 250, step=50),
+                "max_depth": trial.suggest_int("max_depth", 6, 16),
+                "min_samples_leaf": trial.suggest_int("min_samples_leaf", 10, 300, log=True),
+                "max_features": trial.suggest_float("max_features", 0.1, 0.4),
+                "max_samples": trial.suggest_float("max_samples", 0.1, 0.5)}
 
     def _estimator(self):
         from sklearn.ensemble import RandomForestClassifier

@@ -128,9 +128,13 @@ def gate(result, champion: NoShowModel | None, champion_version: str | None, mar
         p = champion.predict_proba(frame)
     else:
         mode = "refit"
+        from training.trainer import _cap
+
         days = result.data.days
-        rows = (days < result.gate.start).to_numpy()
-        refitted = champion.refit(result.data.frame[rows], result.data.y[rows])
+        # exactly the rows the challenger's gate fit used
+        rows = _cap(np.where((days < result.gate.start).to_numpy())[0], result.config.eval_max_rows,
+                    result.config.seed)
+        refitted = champion.refit(result.data.frame.iloc[rows], result.data.y[rows])
         p = refitted.predict_proba(frame)
     h_metrics = evaluate(y, p)
     promoted, reason = judge(c_metrics, h_metrics, margin)

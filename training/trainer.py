@@ -12,6 +12,9 @@ Time line of a training as of T (all windows are appointment days):
 * Every algorithm, and a lead-time-only logistic regression, is then fitted on days before the gate
   window and judged on it: the comparison table, and the challenger's side of the champion gate.
 * The final model is the chosen algorithm fitted on every day before T.
+
+On large data the validation fits use a random sample of at most ``eval_max_rows`` training rows
+and the Optuna trials at most ``tune_max_rows``; the final model always uses every row.
 """
 
 from __future__ import annotations
@@ -59,6 +62,9 @@ class TrainConfig:
     #: restrict the model inputs to these features (None: the whole feature set)
     features: list[str] | None = None
     tune_max_rows: int = 200_000
+    #: validation fits (folds, gate window) use at most this many training rows, a random sample; the
+    #: final model always uses every row
+    eval_max_rows: int = 500_000
     tune_folds: int = 2
     seed: int = 0
     #: also fit every candidate on all the data (benchmarks compare them on later days); else only the chosen
@@ -163,6 +169,13 @@ def _fit_predict(learner: Learner, X: pd.DataFrame, y: np.ndarray, train: np.nda
     return learner.predict(X.iloc[valid])
 
 
+def _cap(index: np.ndarray, limit: int, seed: int) -> np.ndarray:
+    """At most ``limit`` of the row positions ``index``, a random sample in time order."""
+    if len(index) <= limit:
+        return index
+    return np.sort(np.random.default_rng(seed).choice(index, limit, replace=False))
+
+
 def _mean_auc(preds: list[np.ndarray], labels: list[np.ndarray]) -> float:
     values = [roc_auc_score(y, p) for p, y in zip(preds, labels, strict=True) if 0 < y.sum() < len(y)]
     return float(np.mean(values)) if values else float("nan")
@@ -215,12 +228,14 @@ def train(data: TrainingData, config: TrainConfig, *, storage_url: str | None = 
     for algorithm in base_algorithms:
         t0 = time.perf_counter()
         params = tuning[algorithm].params
-        fold_raw = [clip(_fit_predict(make(algorithm, params, config.seed), X, y, np.where(tm)[0], np.where(vm)[0]))
+        fold_raw = [clip(_fit_predict(make(algorithm, params, config.seed), X, y,
+                                      _cap(np.where(tm)[0], config.eval_max_rows, config.seed), np.where(vm)[0]))
                     for tm, vm in zip(train_masks, valid_masks, strict=True)]
         choice = calibration.choose(fold_raw, fold_labels)
         calibrator = calibration.fit_final(choice.method, fold_raw, fold_labels)
         learner = make(algorithm, params, config.seed)
-        learner.fit(X.iloc[np.where(gate_train)[0]], y[gate_train])
+        gate_rows = _cap(np.where(gate_train)[0], config.eval_max_rows, config.seed)
+        learner.fit(X.iloc[gate_rows], y[gate_rows])
         gate_learners[algorithm] = learner
         gate_model = NoShowModel(learner, calibrator, definitions.FEATURE_SET_VERSION, gate.start - timedelta(days=1),
                                  T)

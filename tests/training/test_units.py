@@ -124,3 +124,25 @@ def test_learners_give_probabilities_and_additive_contributions():
         total = contrib.sum(axis=1).to_numpy()
         expected = learner.margin(X.head(20)) if learner.contribution_space == "log-odds" else p[:20]
         assert np.allclose(total, expected, atol=1e-4), name
+
+
+@pytest.mark.parametrize("algorithm", ["logreg", "tree", "forest", "xgboost", "lightgbm"])
+def test_default_hyper_parameters_lie_in_the_search_space(algorithm):
+    """Each study starts with the defaults as its first trial: they must be valid values of the space."""
+    import optuna
+
+    from training.models import LEARNERS
+    from training.tuning import _space_names
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    defaults = LEARNERS[algorithm].default_params()
+    study = optuna.create_study()
+    study.enqueue_trial({k: v for k, v in defaults.items() if k in _space_names(algorithm)})
+    seen = {}
+
+    def objective(trial):
+        seen.update(LEARNERS[algorithm].suggest(trial))
+        return 0.0
+
+    study.optimize(objective, n_trials=1)
+    assert all(seen[k] == defaults[k] for k in seen if k in defaults), (seen, defaults)
