@@ -328,8 +328,8 @@ class LightGBMLearner(Learner):
 
     @classmethod
     def suggest(cls, trial):
-        return {"n_estimators": trial.suggest_int("n_estimators", 100, 800, step=50),
-                "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
+        return {"n_estimators": trial.suggest_int("n_estimators", 100, 600, step=50),
+                "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
                 "num_leaves": trial.suggest_int("num_leaves", 8, 128, log=True),
                 "min_child_samples": trial.suggest_int("min_child_samples", 10, 500, log=True),
                 "subsample": trial.suggest_float("subsample", 0.5, 1.0),
@@ -372,8 +372,8 @@ class XGBoostLearner(Learner):
 
     @classmethod
     def suggest(cls, trial):
-        return {"n_estimators": trial.suggest_int("n_estimators", 100, 800, step=50),
-                "learning_rate": trial.suggest_float("learning_rate", 0.01, 0.2, log=True),
+        return {"n_estimators": trial.suggest_int("n_estimators", 100, 600, step=50),
+                "learning_rate": trial.suggest_float("learning_rate", 0.02, 0.2, log=True),
                 "max_depth": trial.suggest_int("max_depth", 3, 9),
                 "min_child_weight": trial.suggest_float("min_child_weight", 1.0, 100.0, log=True),
                 "subsample": trial.suggest_float("subsample", 0.5, 1.0),

@@ -14,7 +14,8 @@ Time line of a training as of T (all windows are appointment days):
 * The final model is the chosen algorithm fitted on every day before T.
 
 On large data the validation fits use a random sample of at most ``eval_max_rows`` training rows
-and the Optuna trials at most ``tune_max_rows``; the final model always uses every row.
+and the Optuna trials at most ``tune_max_rows`` rows of the last fold; the final model always uses
+every row.
 """
 
 from __future__ import annotations
@@ -61,11 +62,12 @@ class TrainConfig:
     lookback_days: int = 730
     #: restrict the model inputs to these features (None: the whole feature set)
     features: list[str] | None = None
-    tune_max_rows: int = 200_000
+    #: Optuna trials fit on at most this many rows (a random sample) of the last ``tune_folds`` folds
+    tune_max_rows: int = 100_000
     #: validation fits (folds, gate window) use at most this many training rows, a random sample; the
     #: final model always uses every row
-    eval_max_rows: int = 500_000
-    tune_folds: int = 2
+    eval_max_rows: int = 300_000
+    tune_folds: int = 1
     seed: int = 0
     #: also fit every candidate on all the data (benchmarks compare them on later days); else only the chosen
     final_all: bool = False
