@@ -19,11 +19,12 @@ is written, and refuses columns the contract does not name (they could carry per
 
 from __future__ import annotations
 
+import dataclasses
 import hmac
 import io
 import json
 import logging
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time
 from typing import Any
@@ -31,7 +32,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from clinicflow.errors import DataQualityError
+from clinicflow.errors import ClinicFlowError, DataQualityError
 from pipelines import pseudonym
 from pipelines.sources import base
 
@@ -490,20 +491,36 @@ _TARGETS: tuple[CoreTarget, ...] = (
 )
 
 
+#: Quarantined rows of an entity are left out of every write (``s`` is the staged row).
+def _not_quarantined(entity: Entity) -> str:
+    return ("NOT EXISTS (SELECT 1 FROM quarantine.record q WHERE q.load_batch_id = %(batch_id)s "
+            f"AND q.entity = '{entity.name}' AND q.row_no = s.row_no)")
+
+
+def _new_values(target: CoreTarget) -> list[str]:
+    """SQL of the values written for ``target.columns`` (the staged row transformed for core)."""
+    return [target.select.get(c, f"s.{c}") for c in target.columns]
+
+
+_BOOK_VALUES = {"as_of": "%(as_of)s", "load_batch_id": "%(batch_id)s"}
+
+
+def _compared(target: CoreTarget) -> list[str]:
+    return [c for c in target.columns if c not in target.entity.key]
+
+
 def upsert_sql(target: CoreTarget, batch_id: int) -> str:
     """``INSERT … SELECT … ON CONFLICT DO UPDATE … WHERE (old) IS DISTINCT FROM (new)`` for one entity.
 
-    Rows of the batch that were quarantined are left out; the statement returns one row with the
-    number of rows inserted and updated.
+    The path of a small batch against a large table: one index probe per staged row. (Unchanged rows
+    are not rewritten, but ON CONFLICT locks each conflicting row before it evaluates the WHERE.)
+    The statement returns one row with the number of rows inserted and updated.
     """
     entity = target.entity
-    key = entity.key
-    columns = target.columns
-    book = target.bookkeeping
-    book_values = {"as_of": "%(as_of)s", "load_batch_id": "%(batch_id)s"}
-    select_list = ", ".join([target.select.get(c, f"s.{c}") for c in columns] + [book_values[b] for b in book])
+    columns, book = target.columns, target.bookkeeping
+    select_list = ", ".join(_new_values(target) + [_BOOK_VALUES[b] for b in book])
     insert_cols = ", ".join(["source", *columns, *book, "updated_at"])
-    compared = [c for c in columns if c not in key]
+    compared = _compared(target)
     set_list = ", ".join([f"{c} = EXCLUDED.{c}" for c in (*compared, *book)] + ["updated_at = now()"])
     old = ", ".join(f"c.{c}" for c in compared)
     new = ", ".join(f"EXCLUDED.{c}" for c in compared)
@@ -512,14 +529,49 @@ WITH written AS (
     INSERT INTO core.{entity.name} AS c ({insert_cols})
     SELECT %(source)s, {select_list}, now()
     FROM {staging_table(entity, batch_id)} s
-    WHERE s.row_no NOT IN (
-        SELECT q.row_no FROM quarantine.record q
-        WHERE q.load_batch_id = %(batch_id)s AND q.entity = '{entity.name}')
-    ON CONFLICT (source, {", ".join(key)}) DO UPDATE SET {set_list}
+    WHERE {_not_quarantined(entity)}
+    ON CONFLICT (source, {", ".join(entity.key)}) DO UPDATE SET {set_list}
     WHERE ROW({old}) IS DISTINCT FROM ROW({new})
     RETURNING (xmax = 0) AS inserted
 )
 SELECT count(*) FILTER (WHERE inserted), count(*) FILTER (WHERE NOT inserted) FROM written
+"""
+
+
+def update_sql(target: CoreTarget, batch_id: int) -> str:
+    """``UPDATE core … FROM staging`` of the rows whose business columns changed (a join on the key):
+    unchanged rows are neither rewritten nor locked. Used with :func:`insert_sql` (``only_new``)."""
+    entity = target.entity
+    compared = _compared(target)
+    values = dict(zip(target.columns, _new_values(target), strict=True))
+    assignments = [f"{c} = {values[c]}" for c in compared] + [f"{b} = {_BOOK_VALUES[b]}" for b in target.bookkeeping]
+    matches = " AND ".join(f"c.{k} = s.{k}" for k in entity.key)
+    old = ", ".join(f"c.{c}" for c in compared)
+    new = ", ".join(values[c] for c in compared)
+    return f"""
+UPDATE core.{entity.name} c SET {", ".join([*assignments, "updated_at = now()"])}
+FROM {staging_table(entity, batch_id)} s
+WHERE c.source = %(source)s AND {matches} AND {_not_quarantined(entity)}
+  AND ROW({old}) IS DISTINCT FROM ROW({new})
+"""
+
+
+def insert_sql(target: CoreTarget, batch_id: int, *, only_new: bool) -> str:
+    """Plain ``INSERT … SELECT`` of the staged rows (no ON CONFLICT). ``only_new``: rows whose key is
+    not in core yet (an anti-join); without it the caller knows core has no row of the source."""
+    entity = target.entity
+    select_list = ", ".join(_new_values(target) + [_BOOK_VALUES[b] for b in target.bookkeeping])
+    insert_cols = ", ".join(["source", *target.columns, *target.bookkeeping, "updated_at"])
+    new_only = ""
+    if only_new:
+        matches = " AND ".join(f"c.{k} = s.{k}" for k in entity.key)
+        new_only = (f"\n  AND NOT EXISTS (SELECT 1 FROM core.{entity.name} c "
+                    f"WHERE c.source = %(source)s AND {matches})")
+    return f"""
+INSERT INTO core.{entity.name} ({insert_cols})
+SELECT %(source)s, {select_list}, now()
+FROM {staging_table(entity, batch_id)} s
+WHERE {_not_quarantined(entity)}{new_only}
 """
 
 
@@ -575,29 +627,238 @@ def _step(name: str) -> None:
         step_hook(name)
 
 
-def upsert_core(cursor: Any, *, batch_id: int, source: str, as_of: date, staged: Iterable[str],
-                full_snapshot: bool, reconcile: tuple[date, date] | None,
-                watermarks: dict[str, datetime]) -> dict[str, Any]:
-    """Every write of a load, in the caller's transaction. Returns counts per entity."""
-    staged = set(staged)
-    params = {"batch_id": batch_id, "source": source, "as_of": as_of}
-    cursor.execute("SELECT pg_advisory_xact_lock(hashtext('clinicflow.load'), hashtext(%(source)s))", params)
-    counts: dict[str, Any] = {}
-    for target in _TARGETS:
-        if target.entity.name not in staged:
-            continue
+# --------------------------------------------------------------------------------------------------
+# how each entity is written: plain insert, bulk insert with index rebuild, join merge, or upsert
+
+#: Rows an entity's batch needs before its indexes are rebuilt instead of maintained row by row.
+BULK_MIN_ROWS = 50_000
+#: The rebuild also needs a core table holding at most this many rows per staged row (all sources):
+#: rebuilding costs the whole table, maintaining costs the rows written (measured: building an index
+#: is 2-3x cheaper per row than maintaining it while inserting).
+BULK_MAX_TABLE_RATIO = 0.5
+#: How long the bulk path waits for the exclusive lock on the core table before it gives up and
+#: loads on the normal path (readers of the table must not stall a nightly load, nor it them).
+BULK_LOCK_TIMEOUT = "5s"
+#: A batch with at least this many rows per row of the source already in core (re-reads of a full
+#: export) is merged by joins (UPDATE of the changed rows + INSERT of the new ones): nothing is written
+#: or locked for unchanged rows. Smaller batches use ON CONFLICT: one index probe per staged row.
+MERGE_MIN_RATIO = 0.2
+#: Memory per sort or hash of the load transaction, and of its index rebuilds (SET LOCAL).
+WORK_MEM = "256MB"
+MAINTENANCE_WORK_MEM = "512MB"
+
+PATHS = ("insert", "bulk", "merge", "bulk+merge", "upsert")
+
+
+@dataclass(frozen=True)
+class LoadPath:
+    """How one entity of a batch is written into core.
+
+    * ``first``: core has no row of the source for the entity, so every staged row is new — a plain
+      INSERT (nothing to compare, nothing to reconcile);
+    * ``merge``: UPDATE of the changed rows joined on the key, then INSERT of the new ones;
+    * otherwise ON CONFLICT upsert;
+    * ``rebuild``: the table's indexes (primary key included) are dropped before the INSERT and built
+      afterwards, in the same transaction.
+    """
+
+    first: bool
+    merge: bool = False
+    rebuild: bool = False
+
+    @property
+    def name(self) -> str:
+        if self.first:
+            return "bulk" if self.rebuild else "insert"
+        if self.merge:
+            return "bulk+merge" if self.rebuild else "merge"
+        return "upsert"
+
+
+def choose_path(rows: int, source_rows: int, table_rows: int) -> LoadPath:
+    """The path for ``rows`` staged rows when core holds ``source_rows`` rows of the source and
+    ``table_rows`` rows in all (both may be capped counts: only the comparisons below matter)."""
+    rebuild = rows >= BULK_MIN_ROWS and table_rows <= rows * BULK_MAX_TABLE_RATIO
+    if source_rows == 0:
+        return LoadPath(first=True, rebuild=rebuild)
+    merge = rebuild or rows >= source_rows * MERGE_MIN_RATIO
+    return LoadPath(first=False, merge=merge, rebuild=rebuild)
+
+
+def _count_at_most(cursor: Any, table: str, limit: int, source: str | None = None) -> int:
+    """Rows of ``table`` (of ``source``), counted up to ``limit`` + 1: bounded cost on a big table."""
+    where = " WHERE source = %(source)s" if source is not None else ""
+    cursor.execute(f"SELECT count(*) FROM (SELECT 1 FROM {table}{where} LIMIT %(limit)s) x",
+                   {"source": source, "limit": int(limit) + 1})
+    return int(cursor.fetchone()[0])
+
+
+def plan_path(cursor: Any, target: CoreTarget, source: str, rows: int) -> LoadPath:
+    table = f"core.{target.entity.name}"
+    cursor.execute(f"SELECT EXISTS (SELECT 1 FROM {table} WHERE source = %(source)s)", {"source": source})
+    source_rows = 0
+    if cursor.fetchone()[0]:
+        source_rows = max(1, _count_at_most(cursor, table, int(rows / MERGE_MIN_RATIO), source))
+    table_rows = _count_at_most(cursor, table, int(rows * BULK_MAX_TABLE_RATIO)) if rows >= BULK_MIN_ROWS else 0
+    path = choose_path(rows, source_rows, table_rows)
+    if path.rebuild and not _lock_for_rebuild(cursor, table):
+        path = dataclasses.replace(path, rebuild=False)
+    return path
+
+
+def _lock_for_rebuild(cursor: Any, table: str) -> bool:
+    """ACCESS EXCLUSIVE lock on ``table`` within BULK_LOCK_TIMEOUT, else False (nothing changed)."""
+    cursor.execute("SELECT current_setting('lock_timeout')")
+    previous = cursor.fetchone()[0]
+    cursor.execute("SAVEPOINT clinicflow_bulk_lock")
+    cursor.execute("SET LOCAL lock_timeout = %s", (BULK_LOCK_TIMEOUT,))
+    try:
+        cursor.execute(f"LOCK TABLE {table} IN ACCESS EXCLUSIVE MODE")
+    except Exception as exc:
+        if getattr(exc, "pgcode", None) != "55P03":  # lock_not_available
+            raise
+        cursor.execute("ROLLBACK TO SAVEPOINT clinicflow_bulk_lock")
+        log.warning("load: %s is in use (no exclusive lock within %s): loading without an index rebuild",
+                    table, BULK_LOCK_TIMEOUT)
+        return False
+    cursor.execute("SET LOCAL lock_timeout = %s", (previous,))
+    cursor.execute("RELEASE SAVEPOINT clinicflow_bulk_lock")
+    return True
+
+
+@dataclass(frozen=True)
+class IndexDef:
+    """An index of a core table as PostgreSQL defines it, to be dropped and built again."""
+
+    name: str
+    definition: str                  # pg_get_indexdef: CREATE [UNIQUE] INDEX name ON table USING …
+    constraint: str | None = None    # name of the PRIMARY KEY/UNIQUE/EXCLUDE constraint it backs
+    constraint_def: str | None = None
+    comment: str | None = None
+    constraint_comment: str | None = None
+
+
+_INDEXES_SQL = """
+SELECT ci.relname, pg_get_indexdef(i.indexrelid), con.conname, pg_get_constraintdef(con.oid),
+       obj_description(i.indexrelid, 'pg_class'), obj_description(con.oid, 'pg_constraint'), i.indisvalid
+FROM pg_index i
+JOIN pg_class ci ON ci.oid = i.indexrelid
+LEFT JOIN pg_constraint con ON con.conindid = i.indexrelid AND con.conrelid = i.indrelid
+     AND con.contype IN ('p', 'u', 'x')
+WHERE i.indrelid = %(table)s::regclass
+ORDER BY con.conname IS NULL, ci.relname
+"""
+
+
+def table_indexes(cursor: Any, table: str) -> list[IndexDef]:
+    cursor.execute(_INDEXES_SQL, {"table": table})
+    rows = cursor.fetchall()
+    invalid = [r[0] for r in rows if not r[6]]
+    if invalid:
+        raise ClinicFlowError(f"{table} has invalid index(es) {invalid} (an interrupted CREATE INDEX "
+                               "CONCURRENTLY?): drop or REINDEX them, then load again")
+    return [IndexDef(*r[:6]) for r in rows]
+
+
+def _drop_indexes(cursor: Any, table: str) -> list[IndexDef]:
+    """Drop the indexes of ``table`` (constraint indexes only when no foreign key points at the table)."""
+    schema = table.split(".")[0]
+    cursor.execute("SELECT EXISTS (SELECT 1 FROM pg_constraint WHERE contype = 'f' AND confrelid = %s::regclass)",
+                   (table,))
+    referenced = cursor.fetchone()[0]
+    dropped = []
+    for index in table_indexes(cursor, table):
+        if index.constraint is not None:
+            if referenced:
+                continue
+            cursor.execute(f'ALTER TABLE {table} DROP CONSTRAINT "{index.constraint}"')
+        else:
+            cursor.execute(f'DROP INDEX {schema}."{index.name}"')
+        dropped.append(index)
+    return dropped
+
+
+def _build_indexes(cursor: Any, table: str, indexes: list[IndexDef]) -> None:
+    """Build the dropped indexes again, exactly as they were; check that the table has them all."""
+    schema = table.split(".")[0]
+    before = {i.name: i.definition for i in table_indexes(cursor, table)}
+    for index in indexes:
+        if index.constraint is not None:
+            cursor.execute(f'ALTER TABLE {table} ADD CONSTRAINT "{index.constraint}" {index.constraint_def}')
+            if index.name != index.constraint:
+                cursor.execute(f'ALTER INDEX {schema}."{index.constraint}" RENAME TO "{index.name}"')
+            if index.constraint_comment is not None:
+                cursor.execute(f'COMMENT ON CONSTRAINT "{index.constraint}" ON {table} IS %s',
+                               (index.constraint_comment,))
+        else:
+            cursor.execute(index.definition)
+        if index.comment is not None:
+            cursor.execute(f'COMMENT ON INDEX {schema}."{index.name}" IS %s', (index.comment,))
+    after = {i.name: i.definition for i in table_indexes(cursor, table)}
+    expected = {**before, **{i.name: i.definition for i in indexes}}
+    if after != expected:  # pragma: no cover - a PostgreSQL surprise; the transaction rolls back
+        raise ClinicFlowError(f"{table}: indexes after the bulk load differ from before: {after} != {expected}")
+
+
+def _write_entity(cursor: Any, target: CoreTarget, batch_id: int, params: dict[str, Any],
+                  path: LoadPath) -> dict[str, int]:
+    table = f"core.{target.entity.name}"
+    if not path.first and not path.merge:
         cursor.execute(upsert_sql(target, batch_id), params)
         inserted, updated = cursor.fetchone()
-        counts[target.entity.name] = {"inserted": int(inserted), "updated": int(updated)}
-        _step(target.entity.name)
+        return {"inserted": int(inserted), "updated": int(updated)}
+    updated = 0
+    if path.merge:
+        cursor.execute(update_sql(target, batch_id), params)
+        updated = cursor.rowcount
+    dropped = _drop_indexes(cursor, table) if path.rebuild else []
+    cursor.execute(insert_sql(target, batch_id, only_new=not path.first), params)
+    inserted = cursor.rowcount
+    if path.rebuild:
+        _build_indexes(cursor, table, dropped)
+        cursor.execute(f"ANALYZE {table}")  # the planner's statistics of a table that just grew a lot
+    return {"inserted": int(inserted), "updated": int(updated)}
+
+
+@dataclass
+class CoreLoad:
+    """What :func:`upsert_core` wrote: counts per entity (and ``deleted``), and each entity's path."""
+
+    counts: dict[str, Any]
+    paths: dict[str, str]
+
+
+def upsert_core(cursor: Any, *, batch_id: int, source: str, as_of: date, staged: Mapping[str, int] | Iterable[str],
+                full_snapshot: bool, reconcile: tuple[date, date] | None,
+                watermarks: dict[str, datetime]) -> CoreLoad:
+    """Every write of a load, in the caller's transaction. ``staged``: rows staged per entity."""
+    rows = dict(staged) if isinstance(staged, Mapping) else dict.fromkeys(staged, 0)
+    params = {"batch_id": batch_id, "source": source, "as_of": as_of}
+    cursor.execute("SELECT pg_advisory_xact_lock(hashtext('clinicflow.load'), hashtext(%(source)s))", params)
+    cursor.execute("SELECT set_config('work_mem', %s, true), set_config('maintenance_work_mem', %s, true)",
+                   (WORK_MEM, MAINTENANCE_WORK_MEM))
+    counts: dict[str, Any] = {}
+    paths: dict[str, LoadPath] = {}
+    for target in _TARGETS:
+        name = target.entity.name
+        if name not in rows:
+            continue
+        path = paths[name] = plan_path(cursor, target, source, int(rows[name] or 0))
+        counts[name] = _write_entity(cursor, target, batch_id, params, path)
+        log.info("load %s: %s %s: %d inserted, %d updated", source, name, path.name, counts[name]["inserted"],
+                 counts[name]["updated"])
+        _step(name)
         if target.entity is SLOT:
-            cursor.execute(_slot_replace_sql(batch_id), params)
-            counts["slot"]["removed"] = cursor.rowcount
+            removed = 0
+            if not path.first:  # a first load has no old slots to remove
+                cursor.execute(_slot_replace_sql(batch_id), params)
+                removed = cursor.rowcount
+            counts["slot"]["removed"] = removed
             _step("slot_replace")
     deleted = 0
-    if APPOINTMENT.name in staged:
-        sql = _reconcile_sql(batch_id, full_snapshot, EXISTING.name in staged and reconcile is not None)
-        if sql is not None:
+    if APPOINTMENT.name in rows:
+        sql = _reconcile_sql(batch_id, full_snapshot, EXISTING.name in rows and reconcile is not None)
+        if sql is not None and not paths[APPOINTMENT.name].first:  # after a first load core = the batch
             window = reconcile or (None, None)
             cursor.execute(sql, {**params, "reconcile_from": window[0], "reconcile_to": window[1]})
             deleted = cursor.rowcount
@@ -611,4 +872,4 @@ def upsert_core(cursor: Any, *, batch_id: int, source: str, as_of: date, staged:
             {"source": source, "stream": stream, "value": value},
         )
     _step("watermarks")
-    return counts
+    return CoreLoad(counts=counts, paths={name: path.name for name, path in paths.items()})

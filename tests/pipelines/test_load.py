@@ -294,3 +294,181 @@ def test_copy_in_chunks_numbers_rows_once(vitoria, migrated_warehouse, monkeypat
     assert [r.appointment_id for r in rows] == [r["AppointmentID"] for r in vitoria_rows(40)]
     ingest.validate_batch(staged["batch_id"])
     assert ingest.load_batch(staged["batch_id"])["core"]["appointment"]["inserted"] == 40
+
+
+# --------------------------------------------------------------------------------------------------
+# write paths: insert, bulk (index rebuild), merge (joins), upsert (ON CONFLICT) give the same core
+
+CORE_TABLES = ("branch", "department", "practitioner", "service", "resource", "patient", "appointment", "slot",
+               "resource_day")
+
+#: How each strategy chooses the path of every entity (rows, source rows in core, table rows).
+STRATEGIES = {
+    "auto": None,  # the thresholds: tiny batches insert first, then merge
+    "upsert": lambda rows, source_rows, table_rows: load.LoadPath(first=False),
+    "merge": lambda rows, source_rows, table_rows: load.LoadPath(first=source_rows == 0, merge=source_rows > 0),
+    "bulk": lambda rows, source_rows, table_rows: load.LoadPath(first=source_rows == 0, merge=source_rows > 0,
+                                                                rebuild=True),
+}
+
+
+def _normalised(engine: sa.Engine, source: str) -> dict[str, list[tuple]]:
+    """Every core row of a source without updated_at, with load_batch_id as the batch's ordinal."""
+    out: dict[str, list[tuple]] = {}
+    with engine.connect() as conn:
+        batches = conn.execute(sa.text("SELECT load_batch_id FROM ops.load_batch WHERE source = :s AND "
+                                       "status = 'loaded' ORDER BY 1"), {"s": source}).scalars().all()
+        ordinal = {b: i for i, b in enumerate(batches)}
+        for table in CORE_TABLES:
+            columns = [c for c in conn.execute(sa.text(
+                "SELECT column_name FROM information_schema.columns WHERE table_schema = 'core' "
+                "AND table_name = :t ORDER BY ordinal_position"), {"t": table}).scalars() if c != "updated_at"]
+            rows = conn.execute(sa.text(f"SELECT {', '.join(columns)} FROM core.{table} WHERE source = :s"),
+                                {"s": source}).mappings().all()
+            out[table] = sorted(tuple(ordinal.get(v, v) if k == "load_batch_id" else v for k, v in row.items())
+                                for row in (dict(r) for r in rows))
+        out["watermark"] = [tuple(r) for r in conn.execute(sa.text(
+            "SELECT stream, value FROM ops.watermark WHERE source = :s ORDER BY 1"), {"s": source})]
+    return out
+
+
+def _forget(engine: sa.Engine, source: str) -> None:
+    with engine.begin() as conn:
+        for table in CORE_TABLES:
+            conn.execute(sa.text(f"DELETE FROM core.{table} WHERE source = :s"), {"s": source})
+        conn.execute(sa.text("DELETE FROM ops.watermark WHERE source = :s"), {"s": source})
+        conn.execute(sa.text("DELETE FROM ops.load_batch WHERE source = :s"), {"s": source})
+
+
+def _indexes(engine: sa.Engine) -> list[tuple]:
+    with engine.connect() as conn:
+        return [tuple(r) for r in conn.execute(sa.text(
+            "SELECT c.relname, i.indexrelid::regclass::text, pg_get_indexdef(i.indexrelid), i.indisprimary, "
+            "obj_description(i.indexrelid, 'pg_class') FROM pg_index i JOIN pg_class c ON c.oid = i.indrelid "
+            "JOIN pg_namespace n ON n.oid = c.relnamespace WHERE n.nspname = 'core' ORDER BY 1, 2"))]
+
+
+def _replay(engine, monkeypatch, name: str, strategy: str, steps) -> list[tuple[dict, dict, dict]]:
+    """Load ``steps`` (callables that write the source, each with its as-of date) with one strategy;
+    return per step the counts, the paths and the normalised core."""
+    _forget(engine, name)
+    choose = STRATEGIES[strategy]
+    monkeypatch.setattr(load, "choose_path", choose or _AUTO_CHOOSE)
+    out = []
+    for write, as_of in steps:
+        write()
+        summary = ingest.ingest(name, as_of)
+        loaded = ingest._batch(summary["batch_id"])["details"]["load"]
+        out.append((summary["core"], loaded["paths"], _normalised(engine, name)))
+    return out
+
+
+_AUTO_CHOOSE = load.choose_path
+
+
+def _vitoria_steps(path):
+    first = vitoria_rows(40)[:30]
+    second = vitoria_rows(40)
+    second[1]["No-show"] = "Yes" if second[1]["No-show"] == "No" else "No"  # an outcome corrected
+    patient, sex = second[2]["PatientId"], "M" if second[2]["Gender"] == "F" else "F"
+    for row in second:                                                       # a patient changed
+        if row["PatientId"] == patient:
+            row["Gender"] = sex
+    del second[7]                                                            # hard-deleted in the source
+    return [(lambda: write_vitoria(path, first), date(2016, 5, 9)),
+            (lambda: write_vitoria(path, second), date(2016, 5, 12)),   # outcomes revealed, 10 new rows
+            (lambda: write_vitoria(path, second), date(2016, 5, 12))]   # nothing changed
+
+
+def test_every_write_path_gives_the_same_core(tmp_path, settings_env, migrated_warehouse, monkeypatch):
+    """The bulk first load (indexes dropped and built again), the plain insert, the join merge and the
+    ON CONFLICT upsert leave identical core tables and report identical counts, step by step; the
+    bulk path leaves every index of core exactly as it was."""
+    name = f"paths_{secrets.token_hex(3)}"
+    path = tmp_path / "v.csv"
+    settings_env(sources=source_json(name, "csv", path, "vitoria"))
+    steps = _vitoria_steps(path)
+    indexes = _indexes(migrated_warehouse)
+    results = {strategy: _replay(migrated_warehouse, monkeypatch, name, strategy, steps) for strategy in STRATEGIES}
+    assert _indexes(migrated_warehouse) == indexes
+    reference = results["upsert"]
+    assert reference[0][0]["appointment"] == {"inserted": 30, "updated": 0}
+    assert reference[1][0]["appointment"]["inserted"] == 10 and reference[1][0]["deleted"] == 1
+    assert reference[1][0]["appointment"]["updated"] > 1 and reference[1][0]["patient"]["updated"] > 0
+    assert all(v == {"inserted": 0, "updated": 0} for k, v in reference[2][0].items() if k != "deleted")
+    for strategy, steps_out in results.items():
+        for step, ((counts, _paths, core), (ref_counts, _, ref_core)) in enumerate(zip(steps_out, reference,
+                                                                                       strict=True)):
+            assert counts == ref_counts, (strategy, step)
+            assert core == ref_core, (strategy, step)
+    assert set(results["bulk"][0][1].values()) == {"bulk"}
+    assert results["bulk"][1][1]["appointment"] == "bulk+merge"
+    assert set(results["auto"][0][1].values()) == {"insert"} and set(results["auto"][1][1].values()) == {"merge"}
+    assert set(results["upsert"][1][1].values()) == {"upsert"}
+
+
+def test_write_paths_agree_on_slots_and_deletions(tmp_path, settings_env, migrated_warehouse, monkeypatch):
+    """A FHIR export (slots, schedules, practitioners) whose second version drops an appointment and a
+    slot and changes a status: bulk and upsert paths give the same core."""
+    from tests.pipelines.ingest_data import fhir_bundle, write_json
+
+    name = f"slots_{secrets.token_hex(3)}"
+    path = tmp_path / "b.json"
+    settings_env(sources=source_json(name, "fhir", path))
+    first = fhir_bundle(["booked", "fulfilled", "booked", "cancelled", "arrived"], day=date(2026, 10, 30))
+    second = fhir_bundle(["booked", "noshow", "booked", "cancelled"], day=date(2026, 10, 30))
+    steps = [(lambda: write_json(path, first), date(2026, 11, 1)), (lambda: write_json(path, second),
+                                                                     date(2026, 11, 1))]
+    bulk = _replay(migrated_warehouse, monkeypatch, name, "bulk", steps)
+    upsert = _replay(migrated_warehouse, monkeypatch, name, "upsert", steps)
+    assert [(c, n) for c, _, n in bulk] == [(c, n) for c, _, n in upsert]
+    assert bulk[1][0]["slot"]["removed"] == 1 and bulk[1][0]["deleted"] == 1
+    assert bulk[1][0]["appointment"]["updated"] == 1
+
+
+def test_choose_path():
+    big = load.BULK_MIN_ROWS
+    assert load.choose_path(10, 0, 10_000).name == "insert"
+    assert load.choose_path(big, 0, 0).name == "bulk"
+    assert load.choose_path(big, 0, int(big * load.BULK_MAX_TABLE_RATIO)).name == "bulk"
+    assert load.choose_path(big, 0, int(big * load.BULK_MAX_TABLE_RATIO) + 1).name == "insert"
+    assert load.choose_path(big, 100, 100).name == "bulk+merge"
+    assert load.choose_path(100, 400, 10**6).name == "merge"        # a re-read of (most of) the source
+    assert load.choose_path(100, 100_000, 10**6).name == "upsert"   # a small nightly increment
+
+
+def test_bulk_path_does_not_wait_for_a_busy_table(vitoria, migrated_warehouse, monkeypatch):
+    """A reader holding core.appointment: the bulk path gives up its exclusive lock after
+    BULK_LOCK_TIMEOUT and loads with the indexes in place; nothing else changes."""
+    name, _ = vitoria
+    monkeypatch.setattr(load, "choose_path", STRATEGIES["bulk"])
+    monkeypatch.setattr(load, "BULK_LOCK_TIMEOUT", "200ms")
+    reader = migrated_warehouse.connect()
+    try:
+        reader.execute(sa.text("SELECT count(*) FROM core.appointment"))  # ACCESS SHARE until the rollback
+        summary = ingest.ingest(name, AS_OF)
+    finally:
+        reader.rollback()
+        reader.close()
+    paths = ingest._batch(summary["batch_id"])["details"]["load"]["paths"]
+    assert paths["appointment"] == "insert" and paths["patient"] == "bulk"
+    assert summary["core"]["appointment"] == {"inserted": 40, "updated": 0}
+
+
+def test_failure_during_a_bulk_load_restores_the_indexes(vitoria, migrated_warehouse, monkeypatch):
+    name, _ = vitoria
+    indexes = _indexes(migrated_warehouse)
+    monkeypatch.setattr(load, "choose_path", STRATEGIES["bulk"])
+
+    def explode(step: str) -> None:
+        if step == "appointment":  # indexes of patient and appointment were dropped and built again
+            raise RuntimeError("injected failure after the bulk appointment insert")
+
+    monkeypatch.setattr(load, "step_hook", explode)
+    with pytest.raises(RuntimeError, match="injected failure"):
+        ingest.ingest(name, AS_OF)
+    assert _indexes(migrated_warehouse) == indexes
+    assert _normalised(migrated_warehouse, name)["appointment"] == []
+    monkeypatch.setattr(load, "step_hook", None)
+    assert ingest.ingest(name, AS_OF)["core"]["appointment"] == {"inserted": 40, "updated": 0}
+    assert _indexes(migrated_warehouse) == indexes
