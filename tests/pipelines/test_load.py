@@ -229,6 +229,22 @@ def test_prepare_enforces_the_contract():
                              patients=extract.patients), **kwargs)
 
 
+def test_prepare_masks_a_copy_and_leaves_the_extract_alone():
+    """The staged frames may share arrays with the connector's (no copies of a million rows), so masking
+    replaces whole columns: the extract is unchanged, the staged rows are masked."""
+    extract = _frames(["a1", "a2"], start="2026-10-31 09:00")
+    extract.appointments["status"] = ["noshow", "fulfilled"]   # the second one is after the as-of date
+    extract.appointments["raw_status"] = ['{"STATUS": 3}', '{"STATUS": 4}']
+    before = extract.appointments.copy(deep=True)
+    prepared = load.prepare(extract, source="s", as_of=date(2026, 11, 1), secret=b"k" * 16, zone="Europe/Moscow")
+    staged = prepared.frames["appointment"]
+    assert extract.appointments.equals(before)
+    assert prepared.masked == 1
+    assert staged["status"].tolist() == ["noshow", "booked"]
+    assert staged["raw_status"].tolist() == ['{"STATUS": 3}', load.MASKED_RAW_STATUS]
+    assert staged["outcome_masked"].tolist() == [False, True]
+
+
 def test_mask_as_of_rules():
     frame = pd.DataFrame({
         "start_at": pd.to_datetime(["2026-11-01 09:00", "2026-10-31 09:00", "2026-10-20 09:00", "2026-11-05 00:00"]),
@@ -256,11 +272,12 @@ def test_bulk_pseudonymisation_equals_patient_key():
     keys = load.pseudonymise(ids, b"s" * 16, "main", cache)
     expected = [pseudonym.patient_key(b"s" * 16, "main", v) for v in [12345, "12345", "9377952927E-5", None, None,
                                                                         "Ж-1"]]
-    assert keys.tolist() == expected
+    assert [None if pd.isna(k) else k for k in keys] == expected
+    assert isinstance(keys.dtype, pd.CategoricalDtype) and len(keys.cat.categories) == 3  # each key stored once
     assert len(cache) == 3
     # ids read from SQL with NULLs arrive as floats: 7.0 is patient "7"
     floats = load.pseudonymise(pd.Series([7.0, None]), b"s" * 16, "main", cache)
-    assert floats.tolist() == [pseudonym.patient_key(b"s" * 16, "main", 7), None]
+    assert [None if pd.isna(k) else k for k in floats] == [pseudonym.patient_key(b"s" * 16, "main", 7), None]
     assert load.pseudonymise(pd.Series(["12345"]), b"s" * 16, "other")[0] != expected[0]
 
 
