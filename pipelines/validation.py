@@ -419,8 +419,10 @@ def run_gx(*, engine: Any, url: str, batch_id: int, source: str, staged: dict[st
         for column, kind in [*entity.columns, ("age_years", load.INT)]:
             if column not in frame.columns:
                 continue
-            if kind == load.TS:
-                frame[column] = pd.to_datetime(frame[column])
+            if kind == load.TS:  # nanoseconds: GX compares datetime64[ns] vectorised, other units row by row
+                series = frame[column]
+                frame[column] = (series if pd.api.types.is_datetime64_dtype(series.dtype)
+                                 else pd.to_datetime(series)).astype("datetime64[ns]")
             elif kind == load.INT:
                 frame[column] = pd.to_numeric(frame[column], errors="coerce").astype(float)
         outcome.mode[entity.name] = "all rows" if total <= limits.gx_sample_rows else f"sample of {len(frame)}"
