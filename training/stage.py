@@ -225,7 +225,9 @@ def run_training(as_of: date, *, overrides: dict[str, Any] | None = None, force:
     engine = db.get_engine("warehouse", settings)
     champion_version = registry.version_by_alias(registry.CHAMPION, settings)
     last = _last_success(engine)
-    if not force and champion_version is not None and last is not None:
+    same_features = (champion_version is not None
+                     and champion_version.tags.get("feature_set_version") == definitions.FEATURE_SET_VERSION)
+    if not force and same_features and last is not None:
         age = (as_of - last["as_of"]).days
         if 0 <= age < settings.train_every_days:
             reason = (f"not due: last training as of {last['as_of']} is {age} day(s) old and "
