@@ -697,8 +697,6 @@ MERGE_MIN_RATIO = 0.2
 WORK_MEM = "256MB"
 MAINTENANCE_WORK_MEM = "512MB"
 
-PATHS = ("insert", "bulk", "merge", "bulk+merge", "upsert")
-
 
 @dataclass(frozen=True)
 class LoadPath:
