@@ -140,3 +140,40 @@ def test_old_data_docs_are_pruned(tmp_path):
     removed = validation.prune_data_docs(tmp_path, keep=2)
     assert sorted(p.name for p in removed) == ["batch_3", "batch_7"]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["batch_10", "batch_12", "notes"]
+
+
+def test_duplicate_patients_reject_the_batch_with_their_message(settings_env, migrated_warehouse, monkeypatch,
+                                                                tmp_path):
+    """Two staged rows of one patient and an appointment of that patient failing a rule: the rules'
+    patient join must not quarantine the appointment twice (a unique violation), the batch is
+    rejected for the duplicate."""
+    import pandas as pd
+
+    from pipelines.sources.base import Extract
+
+    name = f"dup_{secrets.token_hex(3)}"
+    settings_env(sources=source_json(name, "fhir", tmp_path))
+    appointments = pd.DataFrame({
+        "appointment_id": ["a1", "a2"], "patient_source_id": ["p1", "p1"], "resource_id": ["r1", "r1"],
+        "practitioner_id": None, "department_id": None, "branch_id": None, "service_id": None,
+        "start_at": pd.to_datetime(["2026-11-02 09:00", "2026-11-03 09:00"]), "duration_min": [20, 900],
+        "booked_at": pd.Timestamp("2026-10-01"), "channel": "web", "confirmed": True, "reminder_sent": False,
+        "rescheduled_from_id": None, "raw_status": ['{"STATUS": 0}'] * 2, "status": ["booked", "booked"],
+        "status_changed_at": pd.NaT, "source_updated_at": pd.Timestamp("2026-10-01"),
+    })
+    patients = pd.DataFrame({"patient_source_id": ["p1", "p1"], "sex": ["F", "F"], "birth_year": [1980, 1981],
+                             "flags": ["{}", "{}"]})
+    resources = pd.DataFrame({"resource_id": ["r1"], "name": ["Dr"], "kind": ["practitioner"], "practitioner_id": None,
+                              "department_id": None, "branch_id": None, "no_overbook": False, "archived": False})
+
+    class Source:
+        def extract(self, request):
+            return Extract(appointments=appointments, patients=patients, resources=resources)
+
+    monkeypatch.setattr(ingest, "connector_for", lambda source: Source())
+    with pytest.raises(DataQualityError, match="1 duplicate patient patient_key value"):
+        ingest.ingest(name, date(2026, 11, 1))
+    with migrated_warehouse.connect() as conn:
+        rows = conn.execute(sa.text("SELECT record_id, failed_expectations FROM quarantine.record WHERE source = :s "
+                                    "AND entity = 'appointment'"), {"s": name}).all()
+    assert [tuple(r) for r in rows] == [("a2", ["duration_in_range"])]
