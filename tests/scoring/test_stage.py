@@ -12,7 +12,13 @@ from scoring.stage import run_scoring
 from tests.scoring.champion import AS_OF
 
 
-def test_missing_champion_says_what_to_do(scoring_env):
+def test_missing_champion_says_what_to_do(scratch_database, settings_env):
+    # A warehouse (and so an MLflow store, <database>_mlflow) of its own: the shared scoring warehouse
+    # gets its champion from whichever test trains first, so it cannot be relied on to have none.
+    from clinicflow import migrations
+
+    migrations.upgrade(scratch_database)
+    settings_env(database_url=scratch_database.render_as_string(hide_password=False))
     with pytest.raises(ClinicFlowError, match=r"no models:/noshow@champion .*clinicflow train"):
         run_scoring(AS_OF)
 
