@@ -12,11 +12,30 @@ from typing import Any
 _FORMAT = "%(asctime)s %(levelname)-7s %(name)s: %(message)s"
 
 
+class _CurrentStderr(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is at the time of the record, not at set-up.
+
+    A handler bound to the stream of its set-up time breaks once that stream is replaced and closed
+    (pytest's capture of a CLI test, a redirected stream): every later record then fails to print.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:  # StreamHandler.__init__ assigns it; the current stderr is used instead
+        pass
+
+
 def configure(level: str = "INFO") -> None:
     """Send ClinicFlow's loggers to stderr (the CLI; under Airflow its task log handler is used)."""
     root = logging.getLogger("clinicflow")
     if not any(getattr(h, "_clinicflow", False) for h in logging.getLogger().handlers):
-        handler = logging.StreamHandler(sys.stderr)
+        handler = _CurrentStderr()
         handler.setFormatter(logging.Formatter(_FORMAT, "%H:%M:%S"))
         handler._clinicflow = True  # type: ignore[attr-defined]
         logging.getLogger().addHandler(handler)
