@@ -13,21 +13,14 @@ import secrets
 import subprocess
 import sys
 from collections.abc import Callable, Sequence
-from datetime import date
 from pathlib import Path
 
+from clinicflow.cliargs import iso_date
 from clinicflow.errors import ClinicFlowError, ConfigError
 
 log = logging.getLogger("clinicflow.cli")
 
 Handler = Callable[[argparse.Namespace], int]
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
 # --------------------------------------------------------------------------------------------------
@@ -202,7 +195,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Sets up the warehouse, a generated demo source and Airflow, then runs the nightly DAG "
         "with `airflow dags test`. Running it again reuses what exists and duplicates nothing.",
     )
-    p.add_argument("--as-of", type=_date, default=None, help="as-of date (default: today in clinic time)")
+    p.add_argument("--as-of", type=iso_date, default=None, help="as-of date (default: today in clinic time)")
     p.add_argument("--size", type=int, default=None, help="appointments in the generated demo source")
     p.set_defaults(handler=cmd_demo)
 

@@ -8,16 +8,10 @@ import logging
 from datetime import date
 from pathlib import Path
 
+from clinicflow.cliargs import iso_date
 from clinicflow.errors import ConfigError
 
 log = logging.getLogger(__name__)
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
 def cmd_optimize(args: argparse.Namespace) -> int:
@@ -148,7 +142,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         description="Reads the risk scores of the as-of date, builds each resource-day's slot grid and writes the "
         "recommended extra bookings per slot to reporting.overbooking_slot / overbooking_day. Idempotent.",
     )
-    p.add_argument("--as-of", type=_date, default=None, help="as-of date of the scoring run (default: today)")
+    p.add_argument("--as-of", type=iso_date, default=None, help="as-of date of the scoring run (default: today)")
     p.add_argument("--source", help="only this source")
     p.add_argument("--branch", help="only this branch (with --source)")
     p.add_argument("--per-branch", action="store_true", help="one pass per (source, branch), as the DAG does")

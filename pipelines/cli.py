@@ -9,14 +9,8 @@ import argparse
 import json
 from datetime import date
 
+from clinicflow.cliargs import iso_date
 from clinicflow.errors import ClinicFlowError
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
 def cmd_ingest(args: argparse.Namespace) -> int:
@@ -126,7 +120,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--source", action="append", metavar="NAME",
                    help="source name from CLINICFLOW_SOURCES (repeatable; default: every source)")
-    p.add_argument("--as-of", type=_date, default=None, help="as-of date YYYY-MM-DD (default: today)")
+    p.add_argument("--as-of", type=iso_date, default=None, help="as-of date YYYY-MM-DD (default: today)")
     p.add_argument("--json", action="store_true", help="print each source's summary as JSON")
     p.set_defaults(handler=cmd_ingest)
 

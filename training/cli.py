@@ -7,12 +7,7 @@ import json
 from datetime import date
 from pathlib import Path
 
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
+from clinicflow.cliargs import iso_date
 
 
 def _overrides(args: argparse.Namespace) -> dict:
@@ -91,7 +86,7 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                        description="What the nightly `train` task does: tune and validate every algorithm, log an "
                                    "MLflow run, register a `noshow` version as challenger and promote it to champion "
                                    "only if it beats the current champion on the same recent days.")
-    p.add_argument("--as-of", type=_date, help="as-of date (default: today)")
+    p.add_argument("--as-of", type=iso_date, help="as-of date (default: today)")
     p.add_argument("--force", action="store_true", help="train even if the last training is recent")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     _training_options(p)
@@ -113,8 +108,8 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
                    help="vitoria-csv, csv (canonical folder), fhir, medialog (with --url), or a configured source name")
     p.add_argument("--path", help="the export file or folder")
     p.add_argument("--url", help="Medialog database URL (read-only login)")
-    p.add_argument("--start", type=_date, required=True, help="first day scored (the model is trained as of it)")
-    p.add_argument("--end", type=_date, required=True, help="last day scored")
+    p.add_argument("--start", type=iso_date, required=True, help="first day scored (the model is trained as of it)")
+    p.add_argument("--end", type=iso_date, required=True, help="last day scored")
     p.add_argument("--output", required=True, help="CSV to write")
     p.add_argument("--retrain-every", type=int, help="retrain inside the window every N days (default: never)")
     p.add_argument("--country", help="production calendar (default: BR-ES for vitoria-csv, else "

@@ -11,14 +11,8 @@ import json
 from datetime import date, timedelta
 from pathlib import Path
 
+from clinicflow.cliargs import iso_date
 from clinicflow.errors import ConfigError
-
-
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
 
 
 def _url(args: argparse.Namespace) -> str:
@@ -156,7 +150,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     common(q)
     q.add_argument("--appointments", type=int, default=50_000, help="PLANNING rows at the clock (default 50000)")
     q.add_argument("--seed", type=int, default=42, help="random seed (default 42)")
-    q.add_argument("--today", type=_date, default=None, help="the source's clock, YYYY-MM-DD (default: today)")
+    q.add_argument("--today", type=iso_date, default=None, help="the source's clock, YYYY-MM-DD (default: today)")
     q.add_argument("--history-days", type=int, default=760, help="days of history (default 760, at least 730)")
     q.add_argument("--horizon-days", type=int, default=60, help="how far advance can go (default 60)")
     q.add_argument("--known-names", type=Path, help="file of 'Фамилия Имя Отчество' lines given to patients")
@@ -166,7 +160,7 @@ def register(sub: argparse._SubParsersAction) -> None:
     q = demo_sub.add_parser("advance", help="move the clock forward, playing what happens in those days")
     common(q)
     group = q.add_mutually_exclusive_group()
-    group.add_argument("--to", type=_date, help="new clock date YYYY-MM-DD")
+    group.add_argument("--to", type=iso_date, help="new clock date YYYY-MM-DD")
     group.add_argument("--days", type=int, default=1, help="days to move forward (default 1)")
     q.set_defaults(handler=cmd_advance)
 
@@ -180,7 +174,7 @@ def register(sub: argparse._SubParsersAction) -> None:
                             "COPY and pandas.read_sql, then advances a day and extracts incrementally.")
     common(q)
     q.add_argument("--appointments", type=int, default=1_000_000, help="appointments (default 1000000)")
-    q.add_argument("--today", type=_date, default=None, help="the source's clock (default: today)")
+    q.add_argument("--today", type=iso_date, default=None, help="the source's clock (default: today)")
     q.set_defaults(handler=cmd_bench)
 
     q = demo_sub.add_parser("source-config", help="print a CLINICFLOW_SOURCES entry for the demo source")
