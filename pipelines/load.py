@@ -645,12 +645,20 @@ WHERE c.source = %(source)s AND c.status <> 'deleted' {window} AND {missing}
 """
 
 
-def _slot_replace_sql(batch_id: int) -> str:
-    """Slots of a (resource, day) the batch covers that the source no longer has are removed."""
+def _slot_replace_sql(batch_id: int, with_days: bool) -> str:
+    """Slots of a (resource, day) the batch covers that the source no longer has are removed.
+
+    A (resource, day) is covered when the batch has slots of it, or (``with_days``: resource days were
+    staged) when its resource day says it has none left (leave, a cancelled surgery): then every slot
+    of the day goes. A resource day with slots but none staged (a capacity window wider than the slot
+    window) leaves its slots alone.
+    """
     staged = staging_table(SLOT, batch_id)
+    emptied = (f" UNION SELECT resource_id, day::date FROM {staging_table(RESOURCE_DAY, batch_id)} "
+               "WHERE slots::integer = 0 AND resource_id IS NOT NULL AND day IS NOT NULL") if with_days else ""
     return f"""
 DELETE FROM core.slot c
-USING (SELECT DISTINCT resource_id, start_at::date AS day FROM {staged} WHERE start_at IS NOT NULL) d
+USING (SELECT DISTINCT resource_id, start_at::date AS day FROM {staged} WHERE start_at IS NOT NULL{emptied}) d
 WHERE c.source = %(source)s AND c.resource_id = d.resource_id
   AND c.start_at >= d.day AND c.start_at < d.day + 1
   AND NOT EXISTS (SELECT 1 FROM {staged} s WHERE s.resource_id = c.resource_id AND s.start_at = c.start_at)
@@ -899,7 +907,7 @@ def upsert_core(cursor: Any, *, batch_id: int, source: str, as_of: date, staged:
         if target.entity is SLOT:
             removed = 0
             if not path.first:  # a first load has no old slots to remove
-                cursor.execute(_slot_replace_sql(batch_id), params)
+                cursor.execute(_slot_replace_sql(batch_id, RESOURCE_DAY.name in rows), params)
                 removed = cursor.rowcount
             counts["slot"]["removed"] = removed
             _step("slot_replace")

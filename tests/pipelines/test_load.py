@@ -211,6 +211,45 @@ def test_watermarks_are_saved_with_the_load_and_capped_at_as_of(settings_env, mi
     assert statuses == {"a1": "booked", "a2": "deleted", "a3": "booked"}
 
 
+def _capacity(days: dict[str, int], slot_days: list[str]) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Resource days of r1 with their slot counts, and the 09:00.. slots of ``slot_days``."""
+    resource_days = pd.DataFrame({
+        "resource_id": "r1", "day": pd.to_datetime(list(days)).date, "slots": list(days.values()),
+        "slot_minutes": 20, "work_start": "09:00", "work_end": "12:00", "on_leave": [n == 0 for n in days.values()],
+    })
+    starts = [pd.Timestamp(f"{day} 09:00") + pd.Timedelta(minutes=20 * i) for day in slot_days
+              for i in range(days[day])]
+    slots = pd.DataFrame({"resource_id": "r1", "start_at": starts, "duration_min": 20, "no_overbook": False})
+    return slots, resource_days
+
+
+def test_a_day_that_loses_all_its_slots_loses_them_in_core(settings_env, migrated_warehouse, monkeypatch, tmp_path):
+    """Leave entered after the slots were loaded: the resource day says 0 slots and the source sends
+    none for it, so core keeps none. A day outside the batch's slot window keeps its slots."""
+    name = f"leave_{secrets.token_hex(3)}"
+    settings_env(sources=source_json(name, "fhir", tmp_path))
+    extract = _frames(["a1"])
+    extract.slots, extract.resource_days = _capacity(
+        {"2026-10-30": 2, "2026-11-02": 3, "2026-11-03": 3}, ["2026-10-30", "2026-11-02", "2026-11-03"])
+    fake = _FrameSource(extract)
+    monkeypatch.setattr(ingest, "connector_for", lambda source: fake)
+    ingest.ingest(name, date(2026, 11, 1))
+
+    later = _frames(["a1"])  # the next night: the slot window starts on 2 November, the 3rd is now leave
+    later.slots, later.resource_days = _capacity(
+        {"2026-10-30": 2, "2026-11-02": 3, "2026-11-03": 0}, ["2026-11-02"])
+    fake.result = later
+    summary = ingest.ingest(name, date(2026, 11, 2))
+    assert summary["core"]["slot"]["removed"] == 3
+    with migrated_warehouse.connect() as conn:
+        per_day = dict(conn.execute(sa.text(
+            "SELECT start_at::date, count(*) FROM core.slot WHERE source = :s GROUP BY 1"), {"s": name}).all())
+        leave = conn.execute(sa.text("SELECT slots, on_leave FROM core.resource_day WHERE source = :s "
+                                     "AND day = '2026-11-03'"), {"s": name}).one()
+    assert per_day == {date(2026, 10, 30): 2, date(2026, 11, 2): 3}
+    assert tuple(leave) == (0, True)
+
+
 def test_prepare_enforces_the_contract():
     extract = _frames(["a1"])
     kwargs = {"source": "s", "as_of": date(2026, 11, 1), "secret": b"k" * 16, "zone": "Europe/Moscow"}
