@@ -103,7 +103,7 @@ def cmd_ui(args: argparse.Namespace) -> int:
 def cmd_demo(args: argparse.Namespace) -> int:
     from pipelines.demo import run_demo
 
-    return run_demo(as_of=args.as_of, size=args.size)
+    return run_demo(as_of=args.as_of, size=args.size, full_training=args.full_training)
 
 
 def _run(command: Sequence[str], env: dict[str, str] | None = None) -> int:
@@ -197,6 +197,8 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--as-of", type=iso_date, default=None, help="as-of date (default: today in clinic time)")
     p.add_argument("--size", type=int, default=None, help="appointments in the generated demo source")
+    p.add_argument("--full-training", action="store_true",
+                   help="train with the configured Optuna budget instead of the demo's small one")
     p.set_defaults(handler=cmd_demo)
 
     for register in _extensions():

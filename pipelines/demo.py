@@ -12,6 +12,7 @@ re-runs the same as-of date idempotently: nothing is duplicated.
 
 from __future__ import annotations
 
+import json
 import logging
 import subprocess
 import sys
@@ -38,7 +39,13 @@ def _airflow(args: list[str], env: dict[str, str], what: str) -> None:
     print(f"    done in {time.perf_counter() - started:.1f}s", flush=True)
 
 
-def run_demo(as_of: date | None = None, size: int | None = None) -> int:
+#: The demo's training budget (a run's ``training`` parameter): a few Optuna trials per algorithm, so the
+#: quick start takes minutes. Production runs use the configured budget (CLINICFLOW_TRAIN_OPTUNA_TRIALS,
+#: CLINICFLOW_TRAIN_OPTUNA_TIMEOUT_S); ``clinicflow demo --full-training`` does too.
+DEMO_TRAINING = {"trials": 6, "timeout_s": 180}
+
+
+def run_demo(as_of: date | None = None, size: int | None = None, full_training: bool = False) -> int:
     from clinicflow.airflow_env import airflow_env
     from clinicflow.cli import ensure_local_secret
 
@@ -53,7 +60,12 @@ def run_demo(as_of: date | None = None, size: int | None = None) -> int:
     env = airflow_env(settings)
     env.update(_demo_source_env(settings, as_of, size))
     _airflow(["db", "migrate"], env, "Airflow metadata database")
-    _airflow(["dags", "test", "nightly", as_of.isoformat()], env, f"nightly pipeline for as-of {as_of}")
+    conf = {} if full_training else {"training": DEMO_TRAINING}
+    if conf:
+        print(f"==> training budget for the demo: {DEMO_TRAINING['trials']} Optuna trials per algorithm, at most "
+              f"{DEMO_TRAINING['timeout_s']}s of tuning (--full-training: the configured budget)", flush=True)
+    _airflow(["dags", "test", "nightly", as_of.isoformat(), *(["--conf", json.dumps(conf)] if conf else [])],
+             env, f"nightly pipeline for as-of {as_of}")
 
     print()
     print(f"ClinicFlow demo finished in {time.perf_counter() - started:.0f}s for as-of {as_of}.")
@@ -79,7 +91,6 @@ def _demo_source_env(settings, as_of: date, size: int | None) -> dict[str, str]:
     days (so a run the next day loads only what changed), and written into ``.env`` as
     ``CLINICFLOW_SOURCES`` so that Airflow's UI and scheduler see the same source later.
     """
-    import json
     import os
     from pathlib import Path
 
