@@ -3,16 +3,15 @@ the views' figures on known rows."""
 
 from __future__ import annotations
 
-import contextlib
 import re
 import secrets
 from datetime import date, datetime
 
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.exc import ProgrammingError
 
 from clinicflow.paths import MIGRATIONS_DIR
+from tests.sql.roles import as_member_of, denied
 
 LATIN = re.compile(r"[A-Za-z]{3}")
 CYRILLIC = re.compile(r"[А-Яа-яЁё]{3}")
@@ -48,35 +47,6 @@ def test_every_reporting_relation_and_column_has_an_english_and_russian_comment(
 # the BI role
 
 
-@contextlib.contextmanager
-def as_bi_user(engine: sa.Engine):
-    """A connection acting as a fresh login role that is only a member of clinicflow_bi."""
-    login = f"cft_bi_{secrets.token_hex(3)}"
-    with engine.connect() as admin:
-        admin.execute(sa.text(f'CREATE ROLE "{login}" LOGIN IN ROLE clinicflow_bi'))
-        admin.commit()
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'SET ROLE "{login}"'))
-            yield conn
-            conn.rollback()
-    finally:
-        with engine.connect() as admin:
-            admin.execute(sa.text(f'DROP OWNED BY "{login}"'))
-            admin.execute(sa.text(f'DROP ROLE "{login}"'))
-            admin.commit()
-
-
-def denied(conn: sa.Connection, sql: str) -> bool:
-    savepoint = conn.begin_nested()
-    try:
-        conn.execute(sa.text(sql))
-    except ProgrammingError as exc:
-        savepoint.rollback()
-        return "permission denied" in str(exc)
-    savepoint.rollback()
-    return False
-
 
 def test_bi_role_reads_reporting_and_nothing_else(migrated_warehouse):
     with migrated_warehouse.connect() as conn:
@@ -86,7 +56,7 @@ def test_bi_role_reads_reporting_and_nothing_else(migrated_warehouse):
             "AND table_type = 'BASE TABLE' ORDER BY 1"
         )).scalars().all()
     assert "core.appointment" in other_tables
-    with as_bi_user(migrated_warehouse) as conn:
+    with as_member_of(migrated_warehouse, "clinicflow_bi") as conn:
         for name in (*VIEWS, *TABLES):
             conn.execute(sa.text(f"SELECT * FROM reporting.{name} LIMIT 1"))  # raises if not allowed
         for table in other_tables:
@@ -107,7 +77,7 @@ def test_reporting_tables_created_later_are_readable_by_bi(migrated_warehouse):
         conn.execute(sa.text("CREATE TABLE reporting.cft_later_bi (x int)"))
         conn.commit()
     try:
-        with as_bi_user(migrated_warehouse) as conn:
+        with as_member_of(migrated_warehouse, "clinicflow_bi") as conn:
             conn.execute(sa.text("SELECT * FROM reporting.cft_later_bi"))
     finally:
         with migrated_warehouse.connect() as conn:

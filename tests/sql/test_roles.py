@@ -2,44 +2,11 @@
 
 from __future__ import annotations
 
-import contextlib
-import secrets
-
 import pytest
 import sqlalchemy as sa
-from sqlalchemy.exc import ProgrammingError
 
 from clinicflow.paths import MIGRATIONS_DIR
-
-
-@contextlib.contextmanager
-def as_member_of(engine: sa.Engine, group: str):
-    """A connection acting as a fresh login role that is only a member of ``group``; dropped after."""
-    login = f"cft_{group}_{secrets.token_hex(3)}"
-    with engine.connect() as admin:
-        admin.execute(sa.text(f'CREATE ROLE "{login}" LOGIN IN ROLE {group}'))
-        admin.commit()
-    try:
-        with engine.connect() as conn:
-            conn.execute(sa.text(f'SET ROLE "{login}"'))
-            yield conn
-            conn.rollback()
-    finally:
-        with engine.connect() as admin:
-            admin.execute(sa.text(f'DROP OWNED BY "{login}"'))
-            admin.execute(sa.text(f'DROP ROLE "{login}"'))
-            admin.commit()
-
-
-def denied(conn: sa.Connection, sql: str) -> bool:
-    savepoint = conn.begin_nested()
-    try:
-        conn.execute(sa.text(sql))
-    except ProgrammingError as exc:
-        savepoint.rollback()
-        return "permission denied" in str(exc) or "must be owner" in str(exc)
-    savepoint.rollback()
-    return False
+from tests.sql.roles import as_member_of, denied
 
 
 def test_group_roles_exist(migrated_warehouse):
