@@ -15,8 +15,8 @@ import contextlib
 import logging
 import threading
 import warnings
-from collections.abc import Iterator
-from typing import Literal
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
 
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Connection, Engine
@@ -222,3 +222,22 @@ def raw_connection(purpose: Purpose = "warehouse") -> Iterator[object]:
         raise
     finally:
         conn.close()
+
+
+def copy_frame(conn: Connection, table: str, frame: Any, columns: Sequence[str]) -> int:
+    """COPY ``frame[columns]`` into ``table`` on ``conn`` (inside its transaction); returns the rows.
+
+    Missing values (NaN, None, NaT) are written as SQL NULL. ``table`` and ``columns`` are SQL
+    identifiers chosen by the caller's code, never user input.
+    """
+    import io
+
+    buffer = io.StringIO()
+    frame[list(columns)].to_csv(buffer, index=False, header=False, na_rep="\\N")
+    buffer.seek(0)
+    cursor = conn.connection.dbapi_connection.cursor()
+    try:
+        cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buffer)
+    finally:
+        cursor.close()
+    return len(frame)

@@ -8,7 +8,6 @@ patients seen, overtime against patients seen, and waiting by patient group.
 
 from __future__ import annotations
 
-import io
 import logging
 import re
 import tempfile
@@ -30,16 +29,6 @@ _TABLE_COLUMNS = ("label", "data", "method", "cost_weights", "policy", "metric",
 _FAIR_COLUMNS = ("label", "method", "cost_weights", "policy", "group_kind", "group_label", "mean_wait", "patients")
 
 
-def _copy(conn: sa.Connection, table: str, frame: Any, columns: tuple[str, ...]) -> None:
-    buf = io.StringIO()
-    frame[list(columns)].to_csv(buf, index=False, header=False, na_rep="\\N")
-    buf.seek(0)
-    cursor = conn.connection.dbapi_connection.cursor()
-    try:
-        cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf)
-    finally:
-        cursor.close()
-
 
 def store(result: EvaluationResult, label: str, settings: Settings | None = None) -> int:
     """Replace the evaluation ``label`` in reporting; returns the rows written."""
@@ -55,9 +44,9 @@ def store(result: EvaluationResult, label: str, settings: Settings | None = None
     with db.get_engine("warehouse", settings).begin() as conn:
         conn.execute(sa.text("DELETE FROM reporting.policy_evaluation_fairness WHERE label = :l"), {"l": label})
         conn.execute(sa.text("DELETE FROM reporting.policy_evaluation WHERE label = :l"), {"l": label})
-        _copy(conn, "reporting.policy_evaluation", table, _TABLE_COLUMNS)
+        db.copy_frame(conn, "reporting.policy_evaluation", table, _TABLE_COLUMNS)
         if len(fair):
-            _copy(conn, "reporting.policy_evaluation_fairness", fair, _FAIR_COLUMNS)
+            db.copy_frame(conn, "reporting.policy_evaluation_fairness", fair, _FAIR_COLUMNS)
     return len(table) + len(fair)
 
 

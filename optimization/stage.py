@@ -14,7 +14,6 @@ per branch. A re-run replaces the rows of its as-of date and partition in one tr
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from collections.abc import Sequence
@@ -141,7 +140,7 @@ def load_horizon(as_of: date, partition: Partition, settings: Settings, extra_sh
         slots = resource_days = blocked = None
         if not keys.empty:
             conn.execute(sa.text("CREATE TEMP TABLE opt_keys (source text, resource_id text) ON COMMIT DROP"))
-            _copy(conn, "opt_keys", keys, ["source", "resource_id"])
+            db.copy_frame(conn, "opt_keys", keys, ["source", "resource_id"])
             slots = pd.read_sql(sa.text(
                 "SELECT s.source, s.resource_id, s.start_at, s.duration_min, s.no_overbook FROM core.slot s "
                 "JOIN opt_keys k USING (source, resource_id) WHERE s.start_at >= :d AND s.start_at < :end"),
@@ -156,16 +155,6 @@ def load_horizon(as_of: date, partition: Partition, settings: Settings, extra_sh
     return build_resource_days(appointments, slots, resource_days, extra_show_prob=extra_show_prob,
                                resource_no_overbook=blocked or ())
 
-
-def _copy(conn: sa.Connection, table: str, frame: Any, columns: Sequence[str]) -> None:
-    buf = io.StringIO()
-    frame[list(columns)].to_csv(buf, index=False, header=False, na_rep="\\N")
-    buf.seek(0)
-    cursor = conn.connection.dbapi_connection.cursor()
-    try:
-        cursor.copy_expert(f"COPY {table} ({', '.join(columns)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')", buf)
-    finally:
-        cursor.close()
 
 
 # --------------------------------------------------------------------------------------------------
@@ -261,8 +250,8 @@ def write_recommendations(as_of: date, partition: Partition, day_frame: Any, slo
                              "ON COMMIT DROP"))
         conn.execute(sa.text("CREATE TEMP TABLE opt_slot (LIKE reporting.overbooking_slot INCLUDING DEFAULTS) "
                              "ON COMMIT DROP"))
-        _copy(conn, "opt_day", day_frame, _DAY_COLUMNS)
-        _copy(conn, "opt_slot", slot_frame, _SLOT_COLUMNS)
+        db.copy_frame(conn, "opt_day", day_frame, _DAY_COLUMNS)
+        db.copy_frame(conn, "opt_slot", slot_frame, _SLOT_COLUMNS)
         conn.execute(sa.text(
             f"DELETE FROM reporting.overbooking_slot s USING reporting.overbooking_day t WHERE t.as_of = :d "
             f"AND s.as_of = t.as_of AND s.source = t.source AND s.resource_id = t.resource_id AND s.day = t.day "

