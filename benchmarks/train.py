@@ -25,6 +25,7 @@ import argparse
 import json
 import logging
 import os
+import secrets
 import time
 from datetime import date
 from typing import Any
@@ -48,9 +49,9 @@ def run(appointments: int, trials: int = 30, timeout_s: int = 900, algorithms: l
         keep: bool = False, as_of: date | None = None) -> dict[str, Any]:
     import sqlalchemy as sa
 
-    from benchmarks.ingest import _use_database, prepare_source
+    from benchmarks.ingest import prepare_source
     from clinicflow import db, migrations
-    from clinicflow.settings import get_settings
+    from clinicflow.settings import environment, get_settings
 
     as_of = as_of or date.today()
     base = get_settings()
@@ -61,30 +62,25 @@ def run(appointments: int, trials: int = 30, timeout_s: int = 900, algorithms: l
                              poolclass=sa.pool.NullPool)
     for name in names:
         _drop(admin, name)
-    saved = {k: os.environ.get(k) for k in ("CLINICFLOW_DATABASE_URL", "CLINICFLOW_SOURCES",
-                                            "CLINICFLOW_PSEUDONYM_SECRET", "CLINICFLOW_MLFLOW_TRACKING_URI",
-                                            "CLINICFLOW_OPTUNA_STORAGE")}
     results: dict[str, Any] = {"appointments": appointments, "as_of": as_of.isoformat(), "trials": trials,
                                "cpu_count": os.cpu_count()}
     try:
         started = time.perf_counter()
         entry = prepare_source("medialog", appointments, as_of, warehouse, None)
         log.info("bench train: generated source ready in %.1fs", time.perf_counter() - started)
-        os.environ.pop("CLINICFLOW_MLFLOW_TRACKING_URI", None)
-        os.environ.pop("CLINICFLOW_OPTUNA_STORAGE", None)
-        _use_database(bench_url.render_as_string(hide_password=False), entry)
-        os.environ["CLINICFLOW_SOURCES"] = json.dumps([{"name": SOURCE, **entry}])
-        get_settings.cache_clear()
-        migrations.upgrade(bench_url)
-        results.update(_stages(as_of, trials, timeout_s, algorithms))
+        changes = {  # MLflow and Optuna beside the benchmark database, not the user's
+            "CLINICFLOW_DATABASE_URL": bench_url.render_as_string(hide_password=False),
+            "CLINICFLOW_SOURCES": json.dumps([{"name": SOURCE, **entry}]),
+            "CLINICFLOW_MLFLOW_TRACKING_URI": None, "CLINICFLOW_OPTUNA_STORAGE": None,
+            "CLINICFLOW_PSEUDONYM_SECRET": (os.environ.get("CLINICFLOW_PSEUDONYM_SECRET")
+                                            or secrets.token_urlsafe(24)),
+        }
+        db.dispose_engines()
+        with environment(changes):
+            migrations.upgrade(bench_url)
+            results.update(_stages(as_of, trials, timeout_s, algorithms))
     finally:
         db.dispose_engines()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        get_settings.cache_clear()
         if not keep:
             for name in names:
                 _drop(admin, name)

@@ -7,8 +7,10 @@ expects; the command line prints that message without a traceback.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import os
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -324,3 +326,29 @@ def load_settings(**overrides: Any) -> Settings:
 def get_settings() -> Settings:
     """The process-wide settings (read once). Tests call ``get_settings.cache_clear()``."""
     return load_settings()
+
+
+@contextlib.contextmanager
+def environment(changes: Mapping[str, str | None]) -> Iterator[Settings]:
+    """Settings read with ``changes`` applied to the environment (``None`` unsets a variable).
+
+    For commands that run the pipeline against a database of their own (backtests, benchmarks): the
+    previous values are restored on exit, and the cached settings are re-read on entry and exit.
+    Engines opened inside are the caller's to dispose (``clinicflow.db.dispose_engines()``).
+    """
+    saved = {key: os.environ.get(key) for key in changes}
+    try:
+        for key, value in changes.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        get_settings.cache_clear()
+        yield get_settings()
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        get_settings.cache_clear()

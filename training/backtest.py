@@ -37,7 +37,7 @@ import sqlalchemy as sa
 from clinicflow import db, migrations
 from clinicflow.errors import ClinicFlowError, ConfigError
 from clinicflow.logs import timed
-from clinicflow.settings import SourceConfig, get_settings
+from clinicflow.settings import SourceConfig, environment, get_settings
 from training.metrics import evaluate
 from training.trainer import TrainConfig, TrainResult, train
 
@@ -127,34 +127,27 @@ def isolated_warehouse(source: SourceConfig, *, database_url: str | None = None,
         raise ConfigError("the backtest database must not be the warehouse itself: choose another --database-url")
     _drop(url)
     db.ensure_database(url)
-    saved = {k: os.environ.get(k) for k in ("CLINICFLOW_DATABASE_URL", "CLINICFLOW_SOURCES",
-                                            "CLINICFLOW_PSEUDONYM_SECRET", "CLINICFLOW_HOME")}
     source_json = source.model_dump(mode="json")
     if source.url is not None:
         source_json["url"] = source.url.get_secret_value()
-    home = base.home / "backtest"
-    os.environ.update({
+    changes: dict[str, str | None] = {
         "CLINICFLOW_DATABASE_URL": url.render_as_string(hide_password=False),
         "CLINICFLOW_SOURCES": json.dumps([source_json]),
-        "CLINICFLOW_HOME": str(home),
-    })
+        "CLINICFLOW_HOME": str(base.home / "backtest"),
+    }
     if base.pseudonym_secret is None:  # keys live and die in the throw-away database
-        os.environ["CLINICFLOW_PSEUDONYM_SECRET"] = secrets.token_urlsafe(24)
-    get_settings.cache_clear()
+        changes["CLINICFLOW_PSEUDONYM_SECRET"] = secrets.token_urlsafe(24)
     db.dispose_engines()
     try:
-        log.info("backtest database %s (isolated from the warehouse %s)", db.mask(url),
-                 db.mask(db.url_for("warehouse", base)))
-        migrations.upgrade(url)
-        yield url
+        with environment(changes):
+            try:
+                log.info("backtest database %s (isolated from the warehouse %s)", db.mask(url),
+                         db.mask(db.url_for("warehouse", base)))
+                migrations.upgrade(url)
+                yield url
+            finally:
+                db.dispose_engines()
     finally:
-        db.dispose_engines()
-        for key, value in saved.items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
-        get_settings.cache_clear()
         if keep:
             log.info("backtest database kept: %s", db.mask(url))
         else:

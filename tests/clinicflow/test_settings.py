@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import pytest
 
 from clinicflow.errors import ConfigError
@@ -98,3 +100,19 @@ def test_env_example_documents_every_setting():
     text = (Path(__file__).resolve().parents[2] / ".env.example").read_text()
     for field in Settings.model_fields:
         assert f"CLINICFLOW_{field.upper()}" in text, f"CLINICFLOW_{field.upper()} missing from .env.example"
+
+
+def test_environment_applies_and_restores(monkeypatch):
+    from clinicflow.settings import environment, get_settings
+
+    monkeypatch.setenv("CLINICFLOW_HORIZON_DAYS", "5")
+    monkeypatch.delenv("CLINICFLOW_TRAIN_FOLDS", raising=False)
+    get_settings.cache_clear()
+    before = get_settings()
+    with pytest.raises(RuntimeError), environment({"CLINICFLOW_HORIZON_DAYS": None,
+                                                   "CLINICFLOW_TRAIN_FOLDS": "4"}) as inside:
+        assert inside.train_folds == 4 and get_settings().train_folds == 4
+        assert "CLINICFLOW_HORIZON_DAYS" not in os.environ
+        raise RuntimeError("restored even so")
+    assert os.environ["CLINICFLOW_HORIZON_DAYS"] == "5" and "CLINICFLOW_TRAIN_FOLDS" not in os.environ
+    assert get_settings().train_folds == before.train_folds and get_settings().horizon_days == 5
