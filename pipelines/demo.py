@@ -39,7 +39,7 @@ def _airflow(args: list[str], env: dict[str, str], what: str) -> None:
     print(f"    done in {time.perf_counter() - started:.1f}s", flush=True)
 
 
-#: The demo's training budget (a run's ``training`` parameter): a few Optuna trials per algorithm, so the
+#: The demo's training budget (a run's ``training`` parameter): a few Optuna trials (shared by the algorithms), so the
 #: quick start takes minutes. Production runs use the configured budget (CLINICFLOW_TRAIN_OPTUNA_TRIALS,
 #: CLINICFLOW_TRAIN_OPTUNA_TIMEOUT_S); ``clinicflow demo --full-training`` does too.
 DEMO_TRAINING = {"trials": 6, "timeout_s": 180}
@@ -62,8 +62,8 @@ def run_demo(as_of: date | None = None, size: int | None = None, full_training: 
     _airflow(["db", "migrate"], env, "Airflow metadata database")
     conf = {} if full_training else {"training": DEMO_TRAINING}
     if conf:
-        print(f"==> training budget for the demo: {DEMO_TRAINING['trials']} Optuna trials per algorithm, at most "
-              f"{DEMO_TRAINING['timeout_s']}s of tuning (--full-training: the configured budget)", flush=True)
+        print(f"==> training budget for the demo: {DEMO_TRAINING['trials']} Optuna trials shared by the algorithms, "
+              f"at most {DEMO_TRAINING['timeout_s']}s of tuning (--full-training: the configured budget)", flush=True)
     _airflow(["dags", "test", "nightly", as_of.isoformat(), *(["--conf", json.dumps(conf)] if conf else [])],
              env, f"nightly pipeline for as-of {as_of}")
 
