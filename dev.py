@@ -4,7 +4,7 @@
     python3 dev.py demo     set up, then run the whole pipeline on demo data through Airflow
     python3 dev.py test     set up, then run ruff and the full test suite
     python3 dev.py setup    only set up: .venv from the committed lock file, ClinicFlow installed
-    python3 dev.py bench    set up, then run the benchmarks (see benchmarks/README.md)
+    python3 dev.py bench    set up, then run every benchmark (`bench score`: one; see benchmarks/README.md)
 
 Set-up creates ``.venv`` with the Python that runs this script and installs the exact versions in
 ``requirements/py3XX.txt`` (resolved on Linux x86_64), then ClinicFlow itself in editable mode.
@@ -96,7 +96,7 @@ def main(argv: list[str]) -> None:
     if command == "demo":
         os.execve(str(BIN / "clinicflow"), ["clinicflow", "demo", *rest], env)
     if command == "bench":
-        os.execve(str(BIN / "clinicflow"), ["clinicflow", "bench", *rest], env)
+        os.execve(str(BIN / "clinicflow"), ["clinicflow", "bench", *(rest or ["all"])], env)
     print("==> ruff check", flush=True)
     run(BIN / "ruff", "check", ".", env=env)
     print("==> pytest", flush=True)
