@@ -109,7 +109,8 @@ def run(path: Path, test_days: int = 11, trials: int = 30, timeout_s: int = 600,
         for name, model in result.final_models.items():
             scores = pd.DataFrame({"lead_days": frame["lead_days"], "outcome": frame["outcome"],
                                    "probability": model.predict_proba(frame)})
-            rows[name] = {k: {m: v[m] for m in ("n", "noshow_rate", "auc", "pr_auc", "brier", "log_loss")}
+            rows[name] = {k: {m: v[m] for m in ("n", "noshow_rate", "mean_prediction", "auc", "pr_auc", "brier",
+                                                      "log_loss", "ece")}
                           for k, v in metrics_of(scores).items()}
         database = db.mask(target)
     lead_only = rows[BASELINE]
@@ -130,13 +131,18 @@ def run(path: Path, test_days: int = 11, trials: int = 30, timeout_s: int = 600,
 def print_report(r: dict[str, Any]) -> None:
     print(f"\nVitória 2016, real appointments: trained as of {r['cutoff']} on {r['n_train']:,} appointments "
           f"({r['train_first_day']}…), test window {r['cutoff']}…{r['last_day']} (last {r['test_days']} days)")
-    print(f"{'model':<22}{'n':>7}{'AUC':>8}{'PR-AUC':>8}{'Brier':>8}   {'n(lead≥1)':>10}{'AUC':>8}{'PR-AUC':>8}"
-          f"{'Brier':>8}")
+    print(f"{'model':<22}{'n':>7}{'AUC':>8}{'PR-AUC':>8}{'Brier':>8}{'ECE':>7}{'mean p':>8}   {'n(lead≥1)':>10}"
+          f"{'AUC':>8}{'PR-AUC':>8}{'Brier':>8}{'ECE':>7}")
     for name, m in r["algorithms"].items():
         a, b = m["all"], m["lead>=1"]
         label = name + (" *" if name == r["chosen_on_validation"] else "")
-        print(f"{label:<22}{int(a['n']):>7,}{a['auc']:>8.4f}{a['pr_auc']:>8.4f}{a['brier']:>8.4f}   "
-              f"{int(b['n']):>10,}{b['auc']:>8.4f}{b['pr_auc']:>8.4f}{b['brier']:>8.4f}")
+        print(f"{label:<22}{int(a['n']):>7,}{a['auc']:>8.4f}{a['pr_auc']:>8.4f}{a['brier']:>8.4f}{a['ece']:>7.3f}"
+              f"{a['mean_prediction']:>8.3f}   {int(b['n']):>10,}{b['auc']:>8.4f}{b['pr_auc']:>8.4f}{b['brier']:>8.4f}"
+              f"{b['ece']:>7.3f}")
+    first = next(iter(r["algorithms"].values()))["all"]
+    print(f"observed no-show rate on the test window: {first['noshow_rate']:.3f} (all), "
+          f"{next(iter(r['algorithms'].values()))['lead>=1']['noshow_rate']:.3f} (lead ≥ 1); ECE: expected "
+          "calibration error over 10 probability bins")
     for name, auc in r["anchors"].items():
         print(f"{name:<40} AUC {auc:.3f} (all test appointments)")
     best = max((n for n in r["algorithms"] if n != "lead_only"), key=lambda n: r["algorithms"][n]["all"]["auc"])
