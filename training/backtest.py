@@ -9,8 +9,9 @@
 3. Every appointment of a day D in [start, end] is scored as the nightly run of the night before D
    would have scored it: features from what was known at the start of D, plus its own booking record
    (a same-day booking as at the moment it was booked).
-4. One CSV row per scored appointment; AUC, PR-AUC and Brier are printed where outcomes exist, for all
-   appointments and for those booked at least a day ahead (the ones a nightly run can score).
+4. One CSV row per scored appointment; AUC, PR-AUC, Brier and calibration are printed where outcomes
+   exist, for all appointments and for those booked at least a day ahead (the ones a nightly run can
+   score).
 
 An outcome on day D or later changes no probability of an appointment on day D or earlier, nor the
 model trained as of the start: see tests/training/test_backtest.py, which blanks outcomes and compares.
@@ -286,10 +287,12 @@ def format_report(result: BacktestResult) -> str:
     for m in result.models:
         lines.append(f"  model as of {m['as_of']}: {m['algorithm']}, trained on {m['n_train']:,} appointments "
                      f"(snapshot {m['snapshot_id']})")
-    lines.append(f"  {'appointments':<16}{'n':>9}{'no-show':>9}{'AUC':>8}{'PR-AUC':>8}{'Brier':>8}")
+    lines.append(f"  {'appointments':<16}{'n':>9}{'no-show':>9}{'predicted':>10}{'AUC':>8}{'PR-AUC':>8}{'Brier':>8}"
+                 f"{'ECE':>8}")
     for name, m in result.metrics.items():
-        lines.append(f"  {name:<16}{int(m['n']):>9,}{m['noshow_rate']:>9.1%}{_num(m['auc']):>8}"
-                     f"{_num(m['pr_auc']):>8}{_num(m['brier']):>8}")
+        lines.append(f"  {name:<16}{int(m['n']):>9,}{m['noshow_rate']:>9.1%}{m['mean_prediction']:>10.1%}"
+                     f"{_num(m['auc']):>8}{_num(m['pr_auc']):>8}{_num(m['brier']):>8}{_num(m['ece']):>8}")
+    lines.append("  predicted: mean probability; ECE: expected calibration error over 10 probability bins")
     return "\n".join(lines)
 
 

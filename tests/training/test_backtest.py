@@ -44,7 +44,9 @@ def test_backtest_writes_scores_and_leaves_the_warehouse_alone(export, tmp_path,
                  str(END), "--output", str(out), "--algorithms", "logreg,lightgbm", "--trials", "2"])
     assert code == 0
     printed = capsys.readouterr().out
-    assert "lead>=1" in printed and "AUC" in printed
+    assert "lead>=1" in printed and "AUC" in printed and "ECE" in printed
+    row = next(line.split() for line in printed.splitlines() if line.strip().startswith("all "))
+    assert len(row) == 8 and 0 < float(row[4]) < 1 and 0 <= float(row[7]) < 0.5, row  # AUC, ECE printed
     scores = pd.read_csv(out)
     assert {"source_id", "appointment_day", "lead_days", "probability"} <= set(scores.columns)
     days = pd.to_datetime(frame["AppointmentDay"]).dt.date
