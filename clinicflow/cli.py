@@ -212,7 +212,8 @@ def _extensions() -> list[Callable[[argparse._SubParsersAction], None]]:
 
     found = []
     for module in (
-        "pipelines.cli", "features.cli", "training.cli", "scoring.cli", "optimization.cli", "benchmarks.cli",
+        "pipelines.cli", "pipelines.backfill", "features.cli", "training.cli", "scoring.cli", "optimization.cli",
+        "benchmarks.cli",
     ):
         try:
             mod = importlib.import_module(module)
