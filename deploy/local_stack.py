@@ -13,10 +13,14 @@ to the proof.
 The proof: PostgreSQL's init script (roles and databases) -> ``preflight`` (secret check) ->
 ``mlflow`` and ``airflow-init`` -> ``airflow-apiserver``, ``-scheduler``, ``-dag-processor``,
 ``-triggerer`` and ``-worker`` (Celery on the machine's RabbitMQ) -> a JWT from ``/auth/token`` ->
-the ``nightly`` DAG unpaused and triggered through the REST API (v2) -> wait for success -> every
-task instance succeeded; every warehouse table a task announced as an Asset outlet, and every table
-of MUST_BE_FILLED, holds rows; no failure was recorded -> the registry read through MLflow's REST
-API (the champion, when the pipeline registers one) -> an artifact logged with a worker's settings
+the chain's DAGs unpaused and ``clinicflow_ingest`` triggered through the REST API (v2) with an
+as-of date -> wait for its success, then for the ``clinicflow_train`` run the scheduler starts from
+``load_core``'s asset event, then for the ``clinicflow_score`` run started by ``train``'s (each found
+through the REST API by DAG id, each must succeed; the as-of date must have travelled in the events'
+extra) -> every task instance succeeded; every warehouse table a task announced as an Asset outlet,
+and every table of MUST_BE_FILLED, holds rows; the run's summary is published for the as-of date; no
+failure was recorded -> the registry read through MLflow's REST API (the champion, when the pipeline
+registers one) -> an artifact logged with a worker's settings
 lands in MLflow's proxied artifact store; the logins' rights in the warehouse; the StatsD metrics
 Airflow sent (the monitoring profile is on, with a UDP socket in place of the exporter). Everything started
 is stopped at the end, also on failure; on failure the logs of the services and failed tasks are
@@ -55,9 +59,21 @@ COMPOSE_FILE = REPO / "docker-compose.yaml"
 INIT_SCRIPT = REPO / "deploy" / "postgres" / "init-databases.sh"
 AIRFLOW_SERVICES = ("airflow-apiserver", "airflow-scheduler", "airflow-dag-processor", "airflow-triggerer",
                     "airflow-worker")
-#: Warehouse tables that must hold rows after a successful nightly run, whether or not a task
+#: Warehouse tables that must hold rows after a successful run of the chain, whether or not a task
 #: announces them as an Asset (extend as stages land; e.g. "reporting.overbooking_recommendations").
 MUST_BE_FILLED: tuple[str, ...] = ("core.appointment",)
+#: The production chain (dags/clinicflow_*.py): the first DAG is triggered through the REST API, each
+#: next one must be started by the scheduler from the asset events of the one before.
+CHAIN: tuple[str, ...] = ("clinicflow_ingest", "clinicflow_train", "clinicflow_score")
+#: Appointments of the generated Medialog demo source: small, so that the proof takes minutes.
+DEMO_APPOINTMENTS = 20_000
+#: The proof's training budget, given to the Airflow services on top of compose's environment (which
+#: leaves the production defaults): as the demo does, a few trials, so a training takes a minute.
+PROOF_TRAINING: dict[str, str] = {
+    "CLINICFLOW_TRAIN_ALGORITHMS": "logreg,lightgbm",
+    "CLINICFLOW_TRAIN_OPTUNA_TRIALS": "4",
+    "CLINICFLOW_TRAIN_OPTUNA_TIMEOUT_S": "60",
+}
 
 
 class StackError(RuntimeError):
@@ -289,8 +305,18 @@ class LocalStack:
 @dataclass
 class ProofResult:
     timings: dict[str, float] = field(default_factory=dict)
-    run_id: str = ""
-    task_states: dict[str, str] = field(default_factory=dict)
+    #: DAG id -> run id, in the order the runs happened (the triggered one first).
+    run_ids: dict[str, str] = field(default_factory=dict)
+    #: DAG id -> run type ("manual" for the triggered run, "asset_triggered" for those that followed).
+    run_types: dict[str, str] = field(default_factory=dict)
+    #: DAG id -> {task (``task[map_index]`` when mapped): state}.
+    task_states: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: DAG id -> the ``as_of`` in the extra of every asset event its run emitted.
+    emitted_as_of: dict[str, list[str | None]] = field(default_factory=dict)
+    #: DAG id -> the ``as_of`` in the extra of every asset event that started its run (asset-triggered runs).
+    consumed_as_of: dict[str, list[str | None]] = field(default_factory=dict)
+    #: As-of dates in ``reporting.nightly_summary`` after the runs.
+    published_as_of: list[str] = field(default_factory=list)
     reporting_rows: dict[str, int] = field(default_factory=dict)
     #: ``schema.table`` -> rows, for every warehouse table announced by an asset event of the run and
     #: every table of MUST_BE_FILLED.
@@ -517,8 +543,10 @@ def task_log(api: Api, dag_id: str, run_id: str, task: Mapping[str, Any]) -> str
     return "\n".join(lines[-60:])
 
 
-def demo_sources(variables: Mapping[str, str], as_of: date) -> dict[str, str]:
-    """The demo's source settings (pipelines.demo), so the pipeline has data, as ``dev.py demo`` does."""
+def demo_sources(server: sa.URL, variables: Mapping[str, str], as_of: date, workdir: Path) -> dict[str, str]:
+    """The demo's source settings (pipelines.demo), so the pipeline has data, as ``dev.py demo`` does:
+    the generated Medialog source with DEMO_APPOINTMENTS appointments, in a database named after the
+    stack's warehouse (``<warehouse>_medialog_demo``, dropped with the stack's databases)."""
     try:
         from pipelines import demo
     except ImportError:
@@ -526,13 +554,22 @@ def demo_sources(variables: Mapping[str, str], as_of: date) -> dict[str, str]:
     hook = getattr(demo, "demo_source_env", None) or getattr(demo, "_demo_source_env", None)
     if hook is None:
         return {}
-    from clinicflow.settings import load_settings
+    from clinicflow import db
+    from clinicflow.settings import environment
 
-    url = (f"postgresql+psycopg2://{variables['CLINICFLOW_DB_USER']}:{variables['CLINICFLOW_DB_PASSWORD']}"
-           f"@{variables['POSTGRES_HOST']}:{variables['POSTGRES_PORT']}/{variables['CLINICFLOW_DB_NAME']}")
-    settings = load_settings(database_url=url, home=Path(variables["CLINICFLOW_STATE_DIR"]),
-                             pseudonym_secret=variables["CLINICFLOW_PSEUDONYM_SECRET"])
-    return dict(hook(settings, as_of, None))
+    warehouse = server.set(database=variables["CLINICFLOW_DB_NAME"])
+    changes = {
+        "CLINICFLOW_DATABASE_URL": warehouse.render_as_string(hide_password=False),
+        "CLINICFLOW_HOME": variables["CLINICFLOW_STATE_DIR"],
+        "CLINICFLOW_PSEUDONYM_SECRET": variables["CLINICFLOW_PSEUDONYM_SECRET"],
+        "CLINICFLOW_ENV_FILE": str(workdir / "demo.env"),  # where the demo writes its sources; read by no one
+        "CLINICFLOW_SOURCES": None,
+    }
+    try:
+        with environment(changes) as settings:
+            return dict(hook(settings, as_of, DEMO_APPOINTMENTS))
+    finally:
+        db.dispose_engines()
 
 
 def reporting_rows(warehouse: sa.URL) -> dict[str, int]:
@@ -564,10 +601,14 @@ def table_rows(warehouse: sa.URL, tables: list[str]) -> dict[str, int]:
     return out
 
 
-def warehouse_tables_announced(api: Api, dag_id: str, run_id: str) -> list[str]:
-    """``schema.table`` of every ``clinicflow://warehouse/...`` asset event the run emitted (outlets)."""
-    events = api.json("GET", "/api/v2/assets/events",
-                      params={"source_dag_id": dag_id, "source_run_id": run_id, "limit": 1000})["asset_events"]
+def emitted_events(api: Api, dag_id: str, run_id: str) -> list[dict[str, Any]]:
+    """The asset events a run emitted (its tasks' outlets)."""
+    return api.json("GET", "/api/v2/assets/events",
+                    params={"source_dag_id": dag_id, "source_run_id": run_id, "limit": 1000})["asset_events"]
+
+
+def warehouse_tables_announced(events: list[dict[str, Any]]) -> list[str]:
+    """``schema.table`` of every ``clinicflow://warehouse/...`` asset event among ``events``."""
     tables = []
     for event in events:
         match = re.match(r"^clinicflow://warehouse/([a-z_]+)/([a-z0-9_]+)$", event.get("uri") or "")
@@ -621,12 +662,27 @@ def role_checks(warehouse: sa.URL, variables: Mapping[str, str]) -> dict[str, bo
         engine.dispose()
 
 
-def recorded_failures(warehouse: sa.URL, run_id: str) -> int:
+def recorded_failures(warehouse: sa.URL, run_ids: Mapping[str, str]) -> int:
+    """Failed tries that ``ops.task_failure`` holds for the given runs (DAG id -> run id)."""
     engine = sa.create_engine(warehouse, poolclass=sa.pool.NullPool)
     try:
         with engine.connect() as conn:
-            return int(conn.execute(sa.text("SELECT count(*) FROM ops.task_failure WHERE run_id = :r"),
-                                    {"r": run_id}).scalar())
+            return sum(int(conn.execute(sa.text("SELECT count(*) FROM ops.task_failure WHERE dag_id = :d "
+                                                "AND run_id = :r"), {"d": dag_id, "r": run_id}).scalar())
+                       for dag_id, run_id in run_ids.items())
+    finally:
+        engine.dispose()
+
+
+def published_as_of(warehouse: sa.URL) -> list[str]:
+    """As-of dates of the runs' summaries in ``reporting.nightly_summary`` (empty if it does not exist)."""
+    engine = sa.create_engine(warehouse, poolclass=sa.pool.NullPool)
+    try:
+        with engine.connect() as conn:
+            if conn.execute(sa.text("SELECT to_regclass('reporting.nightly_summary')")).scalar() is None:
+                return []
+            return [d.isoformat() for d in conn.execute(sa.text(
+                "SELECT as_of FROM reporting.nightly_summary ORDER BY as_of")).scalars()]
     finally:
         engine.dispose()
 
@@ -671,14 +727,64 @@ def probe_artifacts(stack: LocalStack, extra_env: Mapping[str, str]) -> str:
     return str(stored[0].relative_to(destination))
 
 
-def run_proof(server: sa.URL, prefix: str, workdir: Path, dag_id: str = "nightly", timeout: float = 280.0,
+def _states(tasks: list[dict[str, Any]]) -> dict[str, str]:
+    return {(t["task_id"] if t.get("map_index", -1) < 0 else f"{t['task_id']}[{t['map_index']}]"): t["state"]
+            for t in tasks}
+
+
+def wait_for_run(api: Api, stack: LocalStack, dag_id: str, run_id: str, timeout: float) -> list[dict[str, Any]]:
+    """Wait until the run ends; its task instances. A run that does not succeed raises with the logs of
+    its failed tasks and of the services."""
+    state = {"value": "", "tasks": ""}
+
+    def finished() -> bool:
+        current = api.json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}")["state"]
+        tasks = api.json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                         params={"limit": 1000})["task_instances"]
+        summary = ", ".join(f"{t['task_id']}={t['state']}" for t in tasks)
+        if summary != state["tasks"]:
+            log(f"{dag_id} run {current}: {summary}")
+            state["tasks"] = summary
+        state["value"] = current
+        return current in ("success", "failed")
+
+    wait_until(f"{dag_id} run {run_id}", finished, timeout, stack, interval=2.0)
+    tasks = api.json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/taskInstances",
+                     params={"limit": 1000})["task_instances"]
+    if state["value"] != "success":
+        logs = "\n".join(
+            f"===== task {t['task_id']} ({t['state']}) =====\n{task_log(api, dag_id, run_id, t)}"
+            for t in tasks if t["state"] not in ("success", "skipped", "upstream_failed"))
+        raise StackError(f"{dag_id} run {run_id} ended {state['value']}: {_states(tasks)}\n{logs}\n"
+                         f"{stack.dump_logs()}")
+    return tasks
+
+
+def wait_for_asset_triggered_run(api: Api, stack: LocalStack, dag_id: str, timeout: float) -> dict[str, Any]:
+    """The first asset-triggered run of ``dag_id`` (the stack's databases are fresh: it is the chain's)."""
+    found: dict[str, Any] = {}
+
+    def started() -> bool:
+        runs = api.json("GET", f"/api/v2/dags/{dag_id}/dagRuns",
+                        params={"order_by": "id", "limit": 100})["dag_runs"]
+        triggered = [r for r in runs if r.get("run_type") == "asset_triggered"]
+        if triggered:
+            found.update(triggered[0])
+        return bool(triggered)
+
+    wait_until(f"{dag_id} started by an asset event", started, timeout, stack)
+    return found
+
+
+def run_proof(server: sa.URL, prefix: str, workdir: Path, chain: tuple[str, ...] = CHAIN, timeout: float = 280.0,
               keep: bool = False, sources: str | None = None, as_of: date | None = None,
               fallback_sources: str | None = None) -> ProofResult:
-    """Bring the stack up, run ``dag_id`` through the REST API, check the results, stop everything.
+    """Bring the stack up, trigger ``chain[0]`` through the REST API, wait for the runs of the rest of
+    the chain that its asset events start, check the results, stop everything.
 
     ``sources`` is the CLINICFLOW_SOURCES JSON of the run; by default the demo's sources (as
-    ``pipelines.demo`` configures them for ``dev.py demo``), else ``fallback_sources``. ``as_of`` is
-    the run's as-of date (default: its logical date).
+    ``pipelines.demo`` configures them for ``dev.py demo``, with DEMO_APPOINTMENTS), else
+    ``fallback_sources``. ``as_of`` is the run's as-of date (default: its logical date).
     """
     deadline = time.perf_counter() + timeout
     remaining = lambda: max(5.0, deadline - time.perf_counter())  # noqa: E731
@@ -697,14 +803,17 @@ def run_proof(server: sa.URL, prefix: str, workdir: Path, dag_id: str = "nightly
         result.timings["init-databases"] = init_databases(stack, server)
         result.timings["preflight"] = stack.run("preflight", timeout=remaining())
         stack.start("mlflow")
-        demo = {} if sources else demo_sources(variables, as_of or date.today())
-        worker_env = {k: v for k, v in demo.items() if k != "CLINICFLOW_SOURCES"}
+        demo_started = time.perf_counter()
+        demo = {} if sources else demo_sources(server, variables, as_of or date.today(), workdir)
+        if demo:
+            result.timings["demo-source"] = time.perf_counter() - demo_started
+        worker_env = {k: v for k, v in demo.items() if k != "CLINICFLOW_SOURCES"} | PROOF_TRAINING
         chosen = sources or demo.get("CLINICFLOW_SOURCES") or fallback_sources
         result.sources_origin = ("given" if sources else "demo" if demo.get("CLINICFLOW_SOURCES")
                                  else "fallback" if fallback_sources else "none")
         if chosen:
             stack.variables["CLINICFLOW_SOURCES"] = chosen
-        log(f"sources: {chosen or '(none)'}")
+        log(f"sources: {db_masked(chosen) if chosen else '(none)'}")
         result.timings["airflow-init"] = stack.run("airflow-init", timeout=remaining())
         for name in AIRFLOW_SERVICES:
             stack.start(name, extra_env=worker_env)
@@ -719,52 +828,49 @@ def run_proof(server: sa.URL, prefix: str, workdir: Path, dag_id: str = "nightly
         api = Api(api_base)
         api.login(variables["AIRFLOW_ADMIN_USERNAME"], variables["AIRFLOW_ADMIN_PASSWORD"])
 
-        def dag_parsed() -> bool:
+        def dags_parsed() -> bool:
             errors = api.json("GET", "/api/v2/importErrors").get("import_errors", [])
             if errors:
                 raise StackError("DAG import errors: " + json.dumps(errors)[:3000])
-            return api.call("GET", f"/api/v2/dags/{dag_id}").status_code == 200
+            return all(api.call("GET", f"/api/v2/dags/{dag_id}").status_code == 200 for dag_id in chain)
 
-        result.timings["dag-parsed"] = wait_until(f"DAG {dag_id} parsed", dag_parsed, remaining(), stack)
-        dag = api.json("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+        result.timings["dags-parsed"] = wait_until(f"DAGs {', '.join(chain)} parsed", dags_parsed, remaining(), stack)
+        # Consumers first: Airflow queues no run for a paused DAG when its assets are announced.
+        unpaused = {dag_id: api.json("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+                    for dag_id in reversed(chain)}
+        first = chain[0]
         # Take the slot of the scheduled run that unpausing would create, so only one run happens.
-        logical = dag.get("next_dagrun_logical_date") or datetime.now().astimezone().isoformat()
+        logical = unpaused[first].get("next_dagrun_logical_date") or datetime.now().astimezone().isoformat()
         triggered = time.perf_counter()
         conf = {"as_of": as_of.isoformat()} if as_of else {}
-        run = api.json("POST", f"/api/v2/dags/{dag_id}/dagRuns", json={"logical_date": logical, "conf": conf})
-        result.run_id = run["dag_run_id"]
-        log(f"triggered {dag_id} run {result.run_id} (logical date {logical})")
+        run = api.json("POST", f"/api/v2/dags/{first}/dagRuns", json={"logical_date": logical, "conf": conf})
+        log(f"triggered {first} run {run['dag_run_id']} (logical date {logical}, conf {conf})")
 
-        state = {"value": run["state"], "tasks": ""}
-
-        def finished() -> bool:
-            current = api.json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{result.run_id}")["state"]
-            tasks = api.json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{result.run_id}/taskInstances",
-                             params={"limit": 1000})["task_instances"]
-            summary = ", ".join(f"{t['task_id']}={t['state']}" for t in tasks)
-            if summary != state["tasks"]:
-                log(f"run {current}: {summary}")
-                state["tasks"] = summary
-            state["value"] = current
-            return current in ("success", "failed")
-
-        wait_until(f"run {result.run_id}", finished, remaining(), stack, interval=2.0)
-        result.timings["dag-run"] = time.perf_counter() - triggered
-        tasks = api.json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{result.run_id}/taskInstances",
-                         params={"limit": 1000})["task_instances"]
-        result.task_states = {(t["task_id"] if t.get("map_index", -1) < 0 else f"{t['task_id']}[{t['map_index']}]"):
-                              t["state"] for t in tasks}
-        if state["value"] != "success":
-            logs = "\n".join(
-                f"===== task {t['task_id']} ({t['state']}) =====\n{task_log(api, dag_id, result.run_id, t)}"
-                for t in tasks if t["state"] not in ("success", "skipped", "upstream_failed"))
-            raise StackError(f"run {result.run_id} ended {state['value']}: {result.task_states}\n{logs}\n"
-                             f"{stack.dump_logs()}")
+        for position, dag_id in enumerate(chain):
+            step = time.perf_counter()
+            if position:
+                run = wait_for_asset_triggered_run(api, stack, dag_id, remaining())
+                result.timings[f"{dag_id}-started"] = time.perf_counter() - step
+                log(f"{dag_id} run {run['dag_run_id']} started by the scheduler ({run.get('run_type')})")
+            run_id = run["dag_run_id"]
+            result.run_ids[dag_id] = run_id
+            result.run_types[dag_id] = str(run.get("run_type"))
+            tasks = wait_for_run(api, stack, dag_id, run_id, remaining())
+            result.timings[f"{dag_id}-run"] = time.perf_counter() - step
+            result.task_states[dag_id] = _states(tasks)
+            events = emitted_events(api, dag_id, run_id)
+            result.emitted_as_of[dag_id] = [(e.get("extra") or {}).get("as_of") for e in events]
+            result.asset_events = sorted({*result.asset_events, *warehouse_tables_announced(events)})
+            if position:
+                consumed = api.json("GET", f"/api/v2/dags/{dag_id}/dagRuns/{run_id}/upstreamAssetEvents")
+                result.consumed_as_of[dag_id] = [(e.get("extra") or {}).get("as_of")
+                                                 for e in consumed["asset_events"]]
+        result.timings["chain"] = time.perf_counter() - triggered
 
         result.reporting_rows = reporting_rows(warehouse)
-        result.asset_events = warehouse_tables_announced(api, dag_id, result.run_id)
         result.produced_rows = table_rows(warehouse, sorted({*result.asset_events, *MUST_BE_FILLED}))
-        result.failures_recorded = recorded_failures(warehouse, result.run_id)
+        result.published_as_of = published_as_of(warehouse)
+        result.failures_recorded = recorded_failures(warehouse, result.run_ids)
         result.roles = role_checks(warehouse, variables)
         result.registered_models, result.champion = read_registry(mlflow_base, mlflow_auth)
         result.artifact_probe = probe_artifacts(stack, worker_env)
@@ -780,6 +886,11 @@ def run_proof(server: sa.URL, prefix: str, workdir: Path, dag_id: str = "nightly
             drop_databases_and_roles(server, variables)
 
 
+def db_masked(sources: str) -> str:
+    """CLINICFLOW_SOURCES for the log, with passwords in URLs hidden."""
+    return re.sub(r"(://[^:/@\s]+:)[^@\s]+@", r"\1***@", sources)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--server", default=os.environ.get("CLINICFLOW_TEST_DATABASE_URL",
@@ -789,18 +900,23 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--keep", action="store_true", help="leave the services running (debugging)")
     parser.add_argument("--sources", help="CLINICFLOW_SOURCES JSON for the run (default: the demo's sources)")
     parser.add_argument("--as-of", type=date.fromisoformat, help="as-of date of the run (default: its logical date)")
+    parser.add_argument("--dag", action="append", metavar="DAG_ID",
+                        help="trigger this DAG and wait for the asset-triggered runs of the next --dag ones "
+                             f"(default: the chain, {' -> '.join(CHAIN)}; --dag nightly runs the one-DAG pipeline)")
     args = parser.parse_args(argv)
     server = sa.make_url(args.server).set(drivername="postgresql+psycopg2")
     prefix = f"cfstack_{secrets.token_hex(3)}"
     with tempfile.TemporaryDirectory(prefix="clinicflow-stack-") as tmp:
         try:
-            result = run_proof(server, prefix, Path(tmp), timeout=args.timeout, keep=args.keep,
-                               sources=args.sources, as_of=args.as_of)
+            result = run_proof(server, prefix, Path(tmp), chain=tuple(args.dag or CHAIN), timeout=args.timeout,
+                               keep=args.keep, sources=args.sources, as_of=args.as_of)
         except StackError as exc:
             print(f"stack proof FAILED: {exc}", file=sys.stderr)
             return 1
     print(json.dumps({"timings_s": {k: round(v, 1) for k, v in result.timings.items()},
-                      "tasks": result.task_states, "reporting_rows": result.reporting_rows,
+                      "runs": result.run_ids, "run_types": result.run_types, "tasks": result.task_states,
+                      "emitted_as_of": result.emitted_as_of, "consumed_as_of": result.consumed_as_of,
+                      "published_as_of": result.published_as_of, "reporting_rows": result.reporting_rows,
                       "produced_rows": result.produced_rows, "sources": result.sources_origin,
                       "failures_recorded": result.failures_recorded, "registered_models": result.registered_models,
                       "champion": result.champion, "unauthenticated_status": result.unauthenticated_status,
