@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import subprocess
 import sys
 import time
@@ -62,6 +63,17 @@ class BackfillResult:
         return list(self.seconds)
 
 
+def airflow_environment(settings) -> dict[str, str]:
+    """The environment of the ``airflow`` commands: the process's own when Airflow's metadata database is
+    configured there (the compose containers, where the pipeline's login may not create databases), else
+    ClinicFlow's local Airflow environment (``clinicflow.airflow_env``, as ``clinicflow demo`` uses)."""
+    if os.environ.get("AIRFLOW__DATABASE__SQL_ALCHEMY_CONN"):
+        return dict(os.environ)
+    from clinicflow.airflow_env import airflow_env
+
+    return airflow_env(settings)
+
+
 def _airflow(args: list[str], env: dict[str, str]) -> int:
     return subprocess.run([sys.executable, "-m", "airflow", *args], env=env).returncode
 
@@ -69,7 +81,6 @@ def _airflow(args: list[str], env: dict[str, str]) -> int:
 def run_backfill(start: date, end: date, dag_id: str = "nightly", sources: list[str] | None = None,
                  extra_conf: dict | None = None) -> BackfillResult:
     """Run ``dag_id`` once per date from ``start`` to ``end``, in order; stop at the first failure."""
-    from clinicflow.airflow_env import airflow_env
     from clinicflow.settings import get_settings
 
     if dag_id not in DAGS:
@@ -79,7 +90,7 @@ def run_backfill(start: date, end: date, dag_id: str = "nightly", sources: list[
     settings = get_settings()
     today = datetime.now(settings.zone).date()
     dates = plan_dates(start, end, today)
-    env = airflow_env(settings)
+    env = airflow_environment(settings)
     result = BackfillResult(dag_id)
     log.info("backfill: %s for %d as-of date(s) %s .. %s, oldest first", dag_id, len(dates), dates[0], dates[-1])
     if _airflow(["db", "migrate"], env) != 0:
