@@ -34,7 +34,7 @@ from dags.common.stages import CHAMPION, as_of_param, scoring_tasks
     default_args=DEFAULT_ARGS,
     tags=["clinicflow", "scoring", "overbooking"],
     doc_md=__doc__,
-    params={"as_of": as_of_param()},
+    params={"as_of": as_of_param(asset_triggered=True)},
 )
 def clinicflow_score():
     scoring_tasks(emit_assets=True)

@@ -38,7 +38,7 @@ from dags.common.stages import CORE_APPOINTMENT, as_of_param, training_params, t
     default_args=DEFAULT_ARGS,
     tags=["clinicflow", "training"],
     doc_md=__doc__,
-    params={"as_of": as_of_param(), **training_params()},
+    params={"as_of": as_of_param(asset_triggered=True), **training_params()},
 )
 def clinicflow_train():
     training_tasks(emit_assets=True)

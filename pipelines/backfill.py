@@ -93,6 +93,9 @@ def run_backfill(start: date, end: date, dag_id: str = "nightly", sources: list[
     env = airflow_environment(settings)
     result = BackfillResult(dag_id)
     log.info("backfill: %s for %d as-of date(s) %s .. %s, oldest first", dag_id, len(dates), dates[0], dates[-1])
+    if dag_id != "nightly":
+        log.warning("backfill: %s announces its assets: with a scheduler running, the next DAG of the chain starts "
+                    "from those events unless it is paused (docs/deployment.md, \"Backfill past dates\")", dag_id)
     if _airflow(["db", "migrate"], env) != 0:
         raise ClinicFlowError("backfill: `airflow db migrate` failed; its output above says why")
     started = time.perf_counter()
@@ -159,7 +162,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     p.add_argument("--to", dest="end", type=_date, required=True, metavar="YYYY-MM-DD",
                    help="last as-of date (included; not after today)")
     p.add_argument("--dag", choices=DAGS, default="nightly",
-                   help="DAG to run per date (default: nightly, every stage; a chain DAG runs only its own stages)")
+                   help="DAG to run per date (default: nightly, every stage; a chain DAG runs only its own stages "
+                        "and announces its assets, which starts the next DAG of the chain on a running scheduler "
+                        "unless that DAG is paused)")
     p.add_argument("--source", action="append", metavar="NAME",
                    help="only this source of CLINICFLOW_SOURCES (repeatable; default: every source)")
     p.add_argument("--conf", type=_json_object, default=None,

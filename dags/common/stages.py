@@ -36,10 +36,11 @@ TRAINING_EXTRA = ("as_of", "trained", "promoted", "model_version", "champion_ver
 # run parameters
 
 
-def as_of_param() -> Param:
+def as_of_param(asset_triggered: bool = False) -> Param:
+    fallback = ("the as-of date in the asset event that started the run, else today in clinic time"
+                if asset_triggered else "the run's logical date in clinic time")
     return Param(None, type=["null", "string"], format="date",
-                 description="As-of date (YYYY-MM-DD); empty = the as-of date of the asset event that triggered "
-                             "the run, else the logical date in clinic time")
+                 description=f"As-of date (YYYY-MM-DD); empty = {fallback}")
 
 
 def sources_param() -> Param:
