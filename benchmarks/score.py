@@ -9,20 +9,18 @@
    next to it (``<warehouse>_bench_score_mlflow``) by the real training stage.
 2. Timed: the real scoring stage ``run_scoring`` with ``recompute_features``: point-in-time features in
    PostgreSQL for every booked appointment (computed and materialised), probabilities from
-   ``models:/noshow@champion``, SHAP contributions and the three reasons in plain words, and the
-   COPY + replace of ``reporting.appointment_risk``. Throughput per phase and peak memory.
+   ``models:/noshow@champion``, SHAP contributions and the three reasons in plain words for every
+   appointment (``--reasons-min-band``, default low = all), and the COPY + replace of
+   ``reporting.appointment_risk``. Seconds and rows/s per phase, peak memory, the machine's load.
 3. Baselines in the same run: the model alone (``pyfunc.predict`` on the same feature rows, no reasons,
-   no database), and ``DataFrame.to_sql`` of the same risk rows (on a sample, per row) against the
-   stage's COPY write.
+   no database); on a sample of ``--reasons-sample`` rows, the model's own contributions
+   (``model.contributions``: LightGBM ``pred_contrib`` / XGBoost ``pred_contribs`` / the shap package)
+   against the fast exact TreeSHAP the stage uses (:mod:`scoring.treeshap`), with their largest
+   difference; and ``DataFrame.to_sql`` of the same risk rows (on a sample) against the stage's COPY
+   write.
 
-Reasons: SHAP contributions (TreeSHAP) cost far more than the prediction; the timed run computes them
-for ``--reasons-min-band`` (none by default) and their cost is measured on a sample of
-``--reasons-sample`` rows and projected for every band setting.
-
-``--planner-workaround`` sets ``enable_mergejoin = off`` on the benchmark database: as shipped, the
-features SQL's final joins run as merge joins on ``source`` alone with the other keys as join filters,
-which is quadratic in the rows of one source (measured: 50k targets 257 s, 5k targets 3.8 s); with the
-setting they become hash joins (50k targets 4.3 s).
+``--planner-workaround`` sets ``enable_mergejoin = off`` on the benchmark database (it made the
+features SQL of feature set 2026.2 usable: its final joins ran as merge joins on ``source`` alone).
 
 Target: ≥ 50,000 appointments/s end to end. Printed and written to
 ``<CLINICFLOW_HOME>/bench/score-<timestamp>.json``; the database is dropped unless ``--keep``.
@@ -49,6 +47,8 @@ SOURCE = "bench_score"
 HORIZON_DAYS = 28
 SLOTS_PER_DAY = 30
 FILL = 0.9
+#: appointments/s end to end (issue 5)
+TARGET = 50_000
 
 
 def _weekdays(first: date, days: int) -> list[date]:
@@ -132,11 +132,11 @@ def _copy(engine, table: str, frame) -> None:
         raw.close()
 
 
-def run(appointments: int = 1_000_000, keep: bool = False, reasons_min_band: str = "none",
-        planner_workaround: bool = False, reasons_sample: int = 20_000) -> dict[str, Any]:
+def run(appointments: int = 1_000_000, keep: bool = False, reasons_min_band: str = "low",
+        planner_workaround: bool = False, reasons_sample: int = 20_000, reuse: bool = False) -> dict[str, Any]:
     import sqlalchemy as sa
 
-    from clinicflow import db, migrations
+    from clinicflow import db
     from clinicflow.settings import load_settings
 
     as_of = date(2026, 6, 1)
@@ -144,40 +144,32 @@ def run(appointments: int = 1_000_000, keep: bool = False, reasons_min_band: str
     bench_url = warehouse.set(database=f"{warehouse.database}_bench_score")
     admin = sa.create_engine(warehouse.set(database="postgres"), isolation_level="AUTOCOMMIT",
                              poolclass=sa.pool.NullPool)
-    for name in (bench_url.database, f"{bench_url.database}_mlflow"):
-        with admin.connect() as conn:
-            conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    with admin.connect() as conn:
+        exists = conn.execute(sa.text("SELECT 1 FROM pg_database WHERE datname = :n"),
+                              {"n": bench_url.database}).scalar() is not None
+    reuse = reuse and exists
+    keep = keep or reuse
+    if not reuse:
+        for name in (bench_url.database, f"{bench_url.database}_mlflow"):
+            with admin.connect() as conn:
+                conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
     settings = load_settings(database_url=bench_url.render_as_string(hide_password=False), horizon_days=HORIZON_DAYS,
                              mlflow_tracking_uri=None, reasons_min_band=reasons_min_band)
     results: dict[str, Any] = {"appointments": appointments, "as_of": as_of.isoformat(), "cpu_count": os.cpu_count(),
                                "reasons_min_band": reasons_min_band, "planner_workaround": planner_workaround}
     try:
-        t0 = time.perf_counter()
-        migrations.upgrade(bench_url)
-        if planner_workaround:  # see the module docstring: the features SQL's joins degrade to merge joins on source
-            with admin.connect() as conn:
-                conn.execute(sa.text(f'ALTER DATABASE "{bench_url.database}" SET enable_mergejoin = off'))
-        engine = db.get_engine("warehouse", settings)
-        data = generate(appointments, as_of)
-        _copy(engine, "core.appointment", data["appointments"])
-        _copy(engine, "core.slot", data["slots"])
-        _copy(engine, "core.patient", data["patients"])
-        with engine.begin() as conn:
-            conn.execute(sa.text("ANALYZE core.appointment"))
-            conn.execute(sa.text("ANALYZE core.slot"))
-        results["setup"] = {"doctors": data["doctors"], "history_rows": data["history_rows"],
-                            "horizon_rows": data["horizon_rows"],
-                            "generate_and_copy_s": round(time.perf_counter() - t0, 1)}
-        t0 = time.perf_counter()
-        from features import build_training_features
-        from training.stage import run_training
-
-        build_training_features(as_of, settings=settings, engine=engine)
-        trained = run_training(as_of, settings=settings, force=True, overrides={
-            "algorithms": ["lightgbm"], "trials": 0, "folds": 2, "fold_days": 3, "embargo_days": 0, "gate_days": 3})
-        results["setup"]["train_s"] = round(time.perf_counter() - t0, 1)
-        results["setup"]["model_version"] = trained.get("model_version")
-        results["stage"] = _timed_scoring(as_of, settings, appointments)
+        if reuse:  # what a --keep run left: the same data and champion, no set-up
+            engine = db.get_engine("warehouse", settings)
+            results["setup"] = _reused(settings, engine)
+        else:
+            results["setup"] = _setup(appointments, as_of, bench_url, admin, settings, planner_workaround)
+            engine = db.get_engine("warehouse", settings)
+        results["appointments"] = results["setup"]["horizon_rows"]
+        with engine.connect() as conn:  # as the database is set (a reused one keeps its setting)
+            results["planner_workaround"] = conn.execute(sa.text("SHOW enable_mergejoin")).scalar() == "off"
+        load_before = os.getloadavg()[0]
+        results["stage"] = _timed_scoring(as_of, settings, results["appointments"])
+        results["load_average"] = f"{load_before:.1f}/{os.getloadavg()[0]:.1f}"
         results["baselines"] = _baselines(as_of, settings, engine)
         results["reasons"] = _reasons(as_of, settings, engine, reasons_sample)
         results["ratios"] = {
@@ -199,6 +191,52 @@ def run(appointments: int = 1_000_000, keep: bool = False, reasons_min_band: str
                     conn.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
     return results
+
+
+def _setup(appointments: int, as_of: date, bench_url, admin, settings, planner_workaround: bool) -> dict[str, Any]:
+    """A fresh warehouse with the generated network and a LightGBM champion (not timed)."""
+    import sqlalchemy as sa
+
+    from clinicflow import db, migrations
+
+    t0 = time.perf_counter()
+    migrations.upgrade(bench_url)
+    if planner_workaround:
+        with admin.connect() as conn:
+            conn.execute(sa.text(f'ALTER DATABASE "{bench_url.database}" SET enable_mergejoin = off'))
+    engine = db.get_engine("warehouse", settings)
+    data = generate(appointments, as_of)
+    _copy(engine, "core.appointment", data["appointments"])
+    _copy(engine, "core.slot", data["slots"])
+    _copy(engine, "core.patient", data["patients"])
+    with engine.begin() as conn:
+        conn.execute(sa.text("ANALYZE core.appointment"))
+        conn.execute(sa.text("ANALYZE core.slot"))
+    setup: dict[str, Any] = {"doctors": data["doctors"], "history_rows": data["history_rows"],
+                             "horizon_rows": data["horizon_rows"],
+                             "generate_and_copy_s": round(time.perf_counter() - t0, 1)}
+    t0 = time.perf_counter()
+    from features import build_training_features
+    from training.stage import run_training
+
+    build_training_features(as_of, settings=settings, engine=engine)
+    trained = run_training(as_of, settings=settings, force=True, overrides={
+        "algorithms": ["lightgbm"], "trials": 0, "folds": 2, "fold_days": 3, "embargo_days": 0, "gate_days": 3})
+    setup["train_s"] = round(time.perf_counter() - t0, 1)
+    setup["model_version"] = trained.get("model_version")
+    return setup
+
+
+def _reused(settings, engine) -> dict[str, Any]:
+    import sqlalchemy as sa
+
+    from scoring.stage import load_champion
+
+    with engine.connect() as conn:
+        doctors, horizon_rows = conn.execute(sa.text(
+            "SELECT count(DISTINCT practitioner_id), count(*) FROM core.appointment WHERE status = 'booked'")).one()
+    return {"reused": True, "doctors": doctors, "horizon_rows": horizon_rows, "generate_and_copy_s": 0, "train_s": 0,
+            "model_version": load_champion(settings).version}
 
 
 def _timed_scoring(as_of: date, settings, n: int) -> dict[str, Any]:
@@ -238,9 +276,7 @@ def _baselines(as_of: date, settings, engine) -> dict[str, Any]:
 
 
 def _reasons(as_of: date, settings, engine, sample: int) -> dict[str, Any]:
-    """SHAP contributions + plain-word reasons on a sample, and what they would add per band setting."""
-    import sqlalchemy as sa
-
+    """On a sample: the model's own contributions against the fast TreeSHAP, and the words."""
     from features import load_features
     from scoring.reasons import Explainer
     from scoring.stage import load_champion
@@ -248,22 +284,25 @@ def _reasons(as_of: date, settings, engine, sample: int) -> dict[str, Any]:
     champion = load_champion(settings)
     frame = load_features(as_of=as_of, settings=settings, engine=engine)
     frame = frame.sample(n=min(sample, len(frame)), random_state=0)
+    inputs = champion.model.inputs(frame)
     t0 = time.perf_counter()
-    contributions = champion.model.contributions(frame)
-    shap_s = time.perf_counter() - t0
+    native = champion.model.contributions(inputs)
+    native_s = time.perf_counter() - t0
     t0 = time.perf_counter()
-    Explainer(settings.reasons_language).top_reasons(contributions, frame)
+    explainer = champion.explainer
+    tables_s = time.perf_counter() - t0
+    explainer.contributions(inputs.head(100))  # compiled (numba caches it on disk)
+    t0 = time.perf_counter()
+    fast = explainer.contributions(inputs)
+    fast_s = time.perf_counter() - t0
+    gap = float(np.abs(fast - native.reindex(columns=[*explainer.features, "bias"]).to_numpy()).max())
+    t0 = time.perf_counter()
+    Explainer(settings.reasons_language).top_reasons_of(fast[:, :-1], explainer.features, frame)
     words_s = time.perf_counter() - t0
-    rate = len(frame) / (shap_s + words_s)
-    with engine.connect() as conn:
-        bands = dict(conn.execute(sa.text(
-            "SELECT risk_band, count(*) FROM reporting.appointment_risk WHERE as_of = :d GROUP BY 1"),
-            {"d": as_of}).all())
-    rows = {"low": sum(bands.values()), "medium": bands.get("medium", 0) + bands.get("high", 0),
-            "high": bands.get("high", 0)}
-    return {"sample": len(frame), "shap_rows_per_s": round(len(frame) / shap_s), "words_rows_per_s":
-            round(len(frame) / max(words_s, 1e-9)), "rows_per_s": round(rate), "band_rows": rows,
-            "added_seconds": {band: round(n / rate, 1) for band, n in rows.items()}}
+    return {"sample": len(frame), "algorithm": champion.model.algorithm,
+            "native_rows_per_s": round(len(frame) / native_s), "fast_rows_per_s": round(len(frame) / fast_s),
+            "speed_up": round(native_s / fast_s, 1), "max_abs_difference": gap, "tables_s": round(tables_s, 2),
+            "words_rows_per_s": round(len(frame) / max(words_s, 1e-9))}
 
 
 def format_report(r: dict[str, Any]) -> str:
@@ -271,35 +310,39 @@ def format_report(r: dict[str, Any]) -> str:
     e = s["end_to_end"]
     summary = s["summary"]
     reasons = r["reasons"]
-    projected = {band: e["seconds"] + (secs if r["reasons_min_band"] == "none" else 0.0)
-                 for band, secs in reasons["added_seconds"].items()}
+    load = r.get("load_average")
+    other = e["seconds"] - sum(summary[k] for k in ("seconds_features", "seconds_predict_and_reasons",
+                                                     "seconds_write"))
     return "\n".join([
         f"scoring benchmark: {e['rows']:,} booked appointments ({r['setup']['doctors']:,} doctors, "
-        f"{HORIZON_DAYS}-day horizon), model noshow v{r['setup']['model_version']}, {r['cpu_count']} CPUs; "
-        f"reasons for band >= {r['reasons_min_band']}; planner workaround "
-        f"{'ON (enable_mergejoin=off on the benchmark database)' if r['planner_workaround'] else 'off (as shipped)'}",
+        f"{HORIZON_DAYS}-day horizon), model noshow v{r['setup']['model_version']} ({reasons['algorithm']}), "
+        f"{r['cpu_count']} CPUs (load average before/after {load}); reasons for band >= {r['reasons_min_band']}; "
+        f"planner workaround {'ON (enable_mergejoin=off)' if r['planner_workaround'] else 'off'}",
         f"  end to end:          {e['seconds']:.1f}s = {e['rows_per_s']:,} appointments/s, "
-        f"peak +{e['peak_mib']:.0f} MiB "
-        f"(target ≥ 50,000/s: {'MET' if e['rows_per_s'] >= 50_000 else 'NOT MET'})",
+        f"peak +{e['peak_mib']:.0f} MiB = {e['rows_per_s'] / TARGET:.2f}x the {TARGET:,}/s target "
+        f"({'MET' if e['rows_per_s'] >= TARGET else 'NOT MET'})",
         f"    features (SQL):    {summary['seconds_features']:.1f}s = {s['features_rows_per_s']:,}/s",
         f"    model + reasons:   {summary['seconds_predict_and_reasons']:.1f}s = "
         f"{s['predict_and_reasons_rows_per_s']:,}/s",
         f"    write (COPY):      {summary['seconds_write']:.1f}s = {s['write_rows_per_s']:,}/s",
+        f"    other (model load, names, summary): {other:.1f}s",
         f"  baseline, model only (pyfunc.predict, no reasons, no DB): {b['model_only']['rows_per_s']:,}/s "
         f"(end to end is {r['ratios']['end_to_end_vs_model_only']:.2f}x of it)",
+        f"  SHAP on a sample of {reasons['sample']:,}: the model's own contributions "
+        f"{reasons['native_rows_per_s']:,}/s, "
+        f"fast exact TreeSHAP {reasons['fast_rows_per_s']:,}/s ({reasons['speed_up']}x; largest difference "
+        f"{reasons['max_abs_difference']:.1e}; tables built in {reasons['tables_s']}s); words "
+        f"{reasons['words_rows_per_s']:,}/s",
         f"  baseline, DataFrame.to_sql of the risk rows: {b['to_sql']['rows_per_s']:,}/s (COPY write is "
         f"{r['ratios']['copy_write_vs_to_sql']:.1f}x faster)",
-        f"  reasons (SHAP contributions + words) on a sample of {reasons['sample']:,}: {reasons['rows_per_s']:,}/s "
-        f"(SHAP {reasons['shap_rows_per_s']:,}/s, words {reasons['words_rows_per_s']:,}/s)",
-        "  end to end with reasons for every appointment / medium and high / high only (projected from the sample): "
-        + " / ".join(f"{e['rows'] / projected[b]:,.0f}/s" for b in ("low", "medium", "high")),
+        "  set-up: reused the databases of an earlier --keep run" if r["setup"].get("reused") else
         f"  set-up (not timed): generate+COPY {r['setup']['generate_and_copy_s']}s, training {r['setup']['train_s']}s",
     ])
 
 
 def cmd_score(args: argparse.Namespace) -> int:
     result = run(appointments=args.appointments, keep=args.keep, reasons_min_band=args.reasons_min_band,
-                 planner_workaround=args.planner_workaround, reasons_sample=args.reasons_sample)
+                 planner_workaround=args.planner_workaround, reasons_sample=args.reasons_sample, reuse=args.reuse)
     print(format_report(result))
     print(f"\nwritten to {result.get('written_to')}")
     return 0
@@ -310,9 +353,12 @@ def add_parser(bench: argparse._SubParsersAction) -> None:
                          "DB write)", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--appointments", type=int, default=1_000_000, help="booked appointments to score (default 1M)")
     p.add_argument("--keep", action="store_true", help="keep the benchmark databases afterwards")
-    p.add_argument("--reasons-min-band", choices=["low", "medium", "high", "none"], default="none",
-                   help="reasons in the timed run (default none; their cost is measured on a sample and projected)")
-    p.add_argument("--reasons-sample", type=int, default=20_000, help="rows of the reasons measurement")
+    p.add_argument("--reuse", action="store_true", help="score the databases a --keep run left (same data and "
+                   "champion, set-up skipped, --appointments ignored); they are kept again")
+    p.add_argument("--reasons-min-band", choices=["low", "medium", "high", "none"], default="low",
+                   help="lowest band with reasons in the timed run (default low: every appointment)")
+    p.add_argument("--reasons-sample", type=int, default=20_000,
+                   help="rows on which the model's own contributions and the fast TreeSHAP are compared")
     p.add_argument("--planner-workaround", action="store_true",
                    help="set enable_mergejoin=off on the benchmark database (the features SQL otherwise joins on "
                    "`source` alone and grows quadratically)")

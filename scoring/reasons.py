@@ -264,30 +264,42 @@ class Explainer:
     def top_reasons(self, contributions: pd.DataFrame, values: pd.DataFrame, k: int = 3) -> list[np.ndarray]:
         """``k`` arrays of phrases (None where fewer than ``k`` features raise the risk)."""
         features = [c for c in contributions.columns if c != "bias"]
-        n = len(contributions)
+        return self.top_reasons_of(contributions[features].to_numpy(dtype=float), features, values, k)
+
+    def top_reasons_of(self, matrix: np.ndarray, features: list[str], values: pd.DataFrame,
+                       k: int = 3) -> list[np.ndarray]:
+        """:meth:`top_reasons` of a contribution matrix (rows x ``features``, no bias column)."""
+        n = len(matrix)
         out = [np.full(n, None, dtype=object) for _ in range(k)]
         if n == 0 or not features:
             return out
-        matrix = contributions[features].to_numpy(dtype=float)
         matrix = np.where(np.isfinite(matrix), matrix, 0.0)
         kk = min(k, len(features))
         top = np.argpartition(-matrix, kk - 1, axis=1)[:, :kk]
         order = np.argsort(-np.take_along_axis(matrix, top, axis=1), axis=1)
         top = np.take_along_axis(top, order, axis=1)
         positive = np.take_along_axis(matrix, top, axis=1) > 0
+        columns: dict[str, np.ndarray] = {}
         for f_index in np.unique(top[positive]):
             feature = features[int(f_index)]
             present = [c for c in _COMPANIONS.get(feature, (feature,)) if c in values.columns]
             rows, slots = np.nonzero((top == f_index) & positive)
             if present:
-                sub = values[present].iloc[rows]
-                codes = sub.groupby(present, dropna=False, sort=False).ngroup().to_numpy()
-                _, first = np.unique(codes, return_index=True)
+                picked = []
+                for c in present:
+                    if c not in columns:
+                        columns[c] = values[c].to_numpy()
+                    picked.append(columns[c][rows])
+                key = np.zeros(len(rows), dtype=np.int64)
+                for column in picked:  # one integer per distinct combination of values (missing included)
+                    codes, uniques = pd.factorize(column, use_na_sentinel=True)
+                    key = key * (len(uniques) + 1) + (codes + 1)
+                _, first, codes = np.unique(key, return_index=True, return_inverse=True)
                 phrases = np.empty(len(first), dtype=object)
                 for code, pos in enumerate(first):  # one phrase per distinct value, not per row
-                    row = dict(zip(present, sub.iloc[pos].tolist(), strict=True))
+                    row = {c: column[pos] for c, column in zip(present, picked, strict=True)}
                     phrases[code] = self.phrase(feature, row.get(feature), row)
-                texts = phrases[codes]
+                texts = phrases[codes.reshape(-1)]
             else:
                 texts = np.full(len(rows), self.phrase(feature, None, {}), dtype=object)
             for slot in range(kk):

@@ -8,8 +8,11 @@ For a run of as-of date D:
 2. the features of every booked appointment starting in ``[D, D + CLINICFLOW_HORIZON_DAYS)`` as the
    features stage materialised them for D (computed here if that stage has not run);
 3. the probability, the risk band (``CLINICFLOW_RISK_BAND_MEDIUM`` / ``_HIGH``) and the top three
-   reasons in plain words from the model's SHAP contributions (:mod:`scoring.reasons`), for the
-   appointments in ``CLINICFLOW_REASONS_MIN_BAND`` or above (every appointment by default);
+   reasons in plain words from the model's SHAP contributions (:mod:`scoring.treeshap` computes the
+   exact TreeSHAP values of tree models fast, :mod:`scoring.reasons` words them), for the appointments
+   in ``CLINICFLOW_REASONS_MIN_BAND`` or above (every appointment by default). When every appointment
+   is explained, the probabilities are the calibrated sums of the contributions (SHAP values add up
+   to the model's output), checked against ``pyfunc.predict`` on a sample of every batch;
 4. ``reporting.appointment_risk``: the rows of D are replaced in one transaction (COPY into a temp
    table, then delete + insert), so a re-run of the same date never duplicates anything.
 """
@@ -52,10 +55,21 @@ class Champion:
     model: Any            # training.model.NoShowModel
     version: str
     uri: str
+    _explainer: Any = None
 
     @property
     def feature_set_version(self) -> str:
         return str(self.model.feature_set_version)
+
+    @property
+    def explainer(self):
+        """:class:`scoring.treeshap.ModelExplainer` of the model (its tables are built on first use)."""
+        if self._explainer is None:
+            from scoring.treeshap import ModelExplainer
+
+            with timed(f"SHAP tables of {self.uri} (version {self.version})", log):
+                self._explainer = ModelExplainer(self.model)
+        return self._explainer
 
 
 def load_champion(settings: Settings | None = None) -> Champion:
@@ -159,11 +173,22 @@ def score_frame(frame, champion: Champion, settings: Settings, names: dict[str, 
 
     from scoring.reasons import Explainer
 
-    explainer = Explainer(settings.reasons_language, names)
+    words = Explainer(settings.reasons_language, names)
+    explain_all = settings.reasons_min_band == "low"
     parts = []
     for lo in range(0, len(frame), BATCH_ROWS):
         batch = frame.iloc[lo: lo + BATCH_ROWS]
-        p = np.asarray(champion.pyfunc.predict(batch), dtype=float).reshape(-1)
+        inputs = champion.model.inputs(batch)
+        contributions = None
+        if explain_all:
+            contributions = champion.explainer.contributions(inputs)
+            p = champion.explainer.probabilities(contributions)
+            if not _agrees_with_pyfunc(p, inputs, champion):
+                p = np.asarray(champion.pyfunc.predict(inputs), dtype=float).reshape(-1)
+                contributions = champion.model.contributions(inputs).reindex(
+                    columns=[*champion.explainer.features, "bias"]).to_numpy()
+        else:
+            p = np.asarray(champion.pyfunc.predict(inputs), dtype=float).reshape(-1)
         if p.shape[0] != len(batch) or not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1:
             raise ClinicFlowError(f"{champion.uri} (version {champion.version}) returned values that are not "
                                   "probabilities; is it a ClinicFlow no-show model? Retrain with `clinicflow train`")
@@ -172,8 +197,12 @@ def score_frame(frame, champion: Champion, settings: Settings, names: dict[str, 
         explain = rank >= _BAND_RANK[settings.reasons_min_band]
         reasons = [np.full(len(batch), None, dtype=object) for _ in range(3)]
         if explain.any():
-            subset = batch[explain]
-            found = explainer.top_reasons(champion.model.contributions(subset), subset)
+            if contributions is None:
+                values = champion.explainer.contributions(inputs[explain])
+            else:
+                values = contributions if explain.all() else contributions[explain]
+            found = words.top_reasons_of(values[:, :-1], champion.explainer.features,
+                                         batch if explain.all() else batch[explain])
             for k in range(3):
                 reasons[k][explain] = found[k]
         parts.append(pd.DataFrame({
@@ -188,6 +217,28 @@ def score_frame(frame, champion: Champion, settings: Settings, names: dict[str, 
         return pd.DataFrame(columns=[c for c in RISK_COLUMNS if c not in ("as_of", "model_name", "model_version",
                                                                           "scored_at")])
     return pd.concat(parts, ignore_index=True)
+
+
+#: rows of every batch whose probabilities from the contributions are checked against the pyfunc
+CHECK_ROWS = 256
+#: largest accepted difference (XGBoost computes in float32)
+CHECK_TOLERANCE = 1e-6
+
+
+def _agrees_with_pyfunc(p: np.ndarray, inputs, champion: Champion) -> bool:
+    """The probabilities from the contributions equal ``pyfunc.predict`` on evenly spread rows; if not, the
+    batch is scored again by the pyfunc and the model's own contributions (and a warning is logged)."""
+    if not len(p):
+        return True
+    rows = np.unique(np.linspace(0, len(p) - 1, min(CHECK_ROWS, len(p))).astype(int))
+    expected = np.asarray(champion.pyfunc.predict(inputs.iloc[rows]), dtype=float).reshape(-1)
+    gap = float(np.max(np.abs(expected - p[rows]))) if expected.shape == p[rows].shape else float("inf")
+    if gap <= CHECK_TOLERANCE:
+        return True
+    log.warning("%s (version %s): probabilities from the fast SHAP values differ from pyfunc.predict by up to %.3g; "
+                "this batch is scored by the pyfunc and the model's own contributions instead", champion.uri,
+                champion.version, gap)
+    return False
 
 
 def write_risk(as_of: date, scored, model_version: str, engine: sa.Engine, sources: Sequence[str] | None) -> None:
