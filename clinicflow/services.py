@@ -15,7 +15,7 @@ Roles:
 ``triggerer``     ``airflow triggerer``
 ``worker``        Celery worker (``airflow celery worker``)
 ``mlflow``        MLflow tracking server on PostgreSQL with proxied artifacts (basic auth by default)
-``airflow ...``   any Airflow command, e.g. ``airflow dags unpause nightly``
+``airflow ...``   any Airflow command, e.g. ``airflow dags unpause clinicflow_ingest``
 ``clinicflow ...`` any ClinicFlow command, e.g. ``clinicflow db status``
 ================  ===============================================================================
 

@@ -1,6 +1,6 @@
 """Health check of what a nightly run needs: the warehouse, MLflow and every configured source.
 
-``clinicflow health`` and the ``health_check`` task of the ``nightly`` DAG both call
+``clinicflow health`` and the ``health_check`` task of the ``clinicflow_ingest`` and ``nightly`` DAGs call
 :func:`run_health_check`; it raises :class:`HealthCheckFailed` naming every failing component.
 """
 

@@ -1,7 +1,7 @@
 """The ingest stages: extract a source into staging, validate the batch, load it into core.
 
 Each stage function runs without Airflow (``clinicflow ingest``, tests) and is what a task of the
-``nightly`` DAG calls; they pass a load batch id (a key in ``ops.load_batch``), never data:
+``clinicflow_ingest`` (and ``nightly``) DAG calls; they pass a load batch id (a key in ``ops.load_batch``), never data:
 
 * :func:`stage_source` (source name, as-of) → ``{"batch_id": …}``: extract with the source's
   connector, pseudonymise, mask for the as-of date, COPY into the batch's staging partitions;
