@@ -24,6 +24,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 
+from clinicflow.cliargs import iso_date
 from clinicflow.errors import ClinicFlowError
 from clinicflow.logs import timed
 
@@ -124,13 +125,6 @@ def run_backfill(start: date, end: date, dag_id: str = "nightly", sources: list[
 # command line
 
 
-def _date(text: str) -> date:
-    try:
-        return date.fromisoformat(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a date (YYYY-MM-DD)") from None
-
-
 def _json_object(text: str) -> dict:
     try:
         value = json.loads(text)
@@ -157,9 +151,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
         "`airflow dags test` and the date as the run's as_of parameter: history is rebuilt as it was known on "
         "each date. A failing date stops the backfill and names the date; re-running a date replaces its results.",
     )
-    p.add_argument("--from", dest="start", type=_date, required=True, metavar="YYYY-MM-DD",
+    p.add_argument("--from", dest="start", type=iso_date, required=True, metavar="YYYY-MM-DD",
                    help="first as-of date")
-    p.add_argument("--to", dest="end", type=_date, required=True, metavar="YYYY-MM-DD",
+    p.add_argument("--to", dest="end", type=iso_date, required=True, metavar="YYYY-MM-DD",
                    help="last as-of date (included; not after today)")
     p.add_argument("--dag", choices=DAGS, default="nightly",
                    help="DAG to run per date (default: nightly, every stage; a chain DAG runs only its own stages "
