@@ -35,7 +35,17 @@ def _batches(engine: sa.Engine) -> list[tuple]:
             {"s": DEMO_SOURCE})]
 
 
-def test_demo_twice_then_the_next_day(airflow_db, migrated_warehouse, capsys):
+@pytest.fixture()
+def demo_warehouse(scratch_database, settings_env) -> sa.Engine:
+    """A warehouse of its own (the session's holds other tests' rows); the demo migrates it."""
+    from clinicflow import db
+
+    settings_env(database_url=scratch_database.render_as_string(hide_password=False))
+    return db.get_engine()
+
+
+def test_demo_twice_then_the_next_day(airflow_db, demo_warehouse, capsys):
+    migrated_warehouse = demo_warehouse
     assert run_demo(as_of=AS_OF, size=SIZE) == 0
     printed = capsys.readouterr().out
     assert "appointments scored:" in printed and "extra bookings recommended:" in printed
