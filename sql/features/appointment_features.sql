@@ -6,185 +6,33 @@
 --   * known            from the day after it was booked        (booked_at < as_of),
 --   * its outcome      from the day after its start            (start_at < as_of),
 --   * its cancellation / reschedule / deletion from the day after it happened (status_changed_at < as_of).
--- History is computed with window functions over an event stream: each fact becomes an event with
--- the first day number (vis_n) at which a run may see it, the targets are added to the same stream as
--- query rows at their as_of day number, and a running sum up to the query row gives exactly the facts
--- visible at that as_of. This scales to millions of targets with per-row as-of dates (training) in
--- one pass, without a join per target.
 --
 -- The targets joined to their own booking record are in the temporary table ft_tgt (targets.sql),
 -- analysed before this runs so that the planner knows their number.
 --
+-- The history part (patient history phist, context rates ctx / base_rate, bookings known per day
+-- pday / rday / bday) comes from one of two files spliced in at the marker below: history_as_of.sql
+-- when every target shares one as-of date (aggregates, no sort), history_stream.sql otherwise
+-- (window functions over an event stream). Both give the same values.
+--
 -- Parameters: :country, :patient_prior_weight, :context_prior_weight, :window_lag (= window days - 1).
 WITH RECURSIVE
--- ---------------------------------------------------------------- patient history (event stream)
-pat AS (
-    SELECT DISTINCT source, patient_key FROM ft_tgt WHERE patient_key IS NOT NULL
-),
-pa AS (
-    SELECT b.source, b.patient_key, b.status,
-           (b.start_at::date - DATE '2000-01-01') AS start_n,
-           (coalesce(b.booked_at, b.start_at)::date - DATE '2000-01-01') AS booked_n,
-           (coalesce(b.status_changed_at, b.start_at)::date - DATE '2000-01-01') AS changed_n,
-           (b.status LIKE 'cancelled%' AND b.status_changed_at >= b.start_at - interval '24 hours')::int AS late
-    FROM core.appointment b
-    JOIN pat ON pat.source = b.source AND pat.patient_key = b.patient_key
-),
-pev AS (
-    -- an appointment whose day has passed counts as expected, with its outcome, from the next day
-    SELECT source, patient_key, greatest(start_n, booked_n) + 1 AS vis_n,
-           1 AS appt, (status = 'noshow')::int AS noshow, (status IN ('arrived', 'fulfilled'))::int AS attended,
-           0 AS cancelled, 0 AS late_cancelled, 0 AS resched,
-           CASE WHEN status IN ('arrived', 'fulfilled') THEN start_n END AS visit_n,
-           CASE WHEN status = 'noshow' THEN start_n END AS noshow_n
-    FROM pa
-    UNION ALL
-    -- ... and stops counting once it is cancelled, rescheduled or deleted
-    SELECT source, patient_key, greatest(changed_n, start_n, booked_n) + 1, -1, 0, 0, 0, 0, 0, NULL, NULL
-    FROM pa
-    WHERE status IN ('cancelled_by_patient', 'cancelled_by_clinic', 'cancelled_unknown', 'rescheduled', 'deleted')
-    UNION ALL
-    -- cancellations and reschedules count from the day after they happened, whatever the appointment's day
-    SELECT source, patient_key, greatest(changed_n, booked_n) + 1, 0, 0, 0,
-           (status LIKE 'cancelled%')::int, coalesce(late, 0), (status = 'rescheduled')::int, NULL, NULL
-    FROM pa
-    WHERE status LIKE 'cancelled%' OR status = 'rescheduled'
-),
-pstream AS (
-    SELECT source, patient_key, vis_n, appt, noshow, attended, cancelled, late_cancelled, resched, visit_n,
-           noshow_n, NULL::text AS appointment_id, NULL::date AS as_of
-    FROM pev
-    UNION ALL
-    SELECT source, patient_key, as_of_n, 0, 0, 0, 0, 0, 0, NULL, NULL, appointment_id, as_of
-    FROM ft_tgt WHERE patient_key IS NOT NULL
-),
-phist_all AS (
-    SELECT source, appointment_id, as_of,
-           sum(appt) OVER w AS prior_appointments,
-           sum(attended) OVER w AS prior_attended,
-           sum(noshow) OVER w AS prior_noshows,
-           sum(cancelled) OVER w AS prior_cancellations,
-           sum(late_cancelled) OVER w AS prior_late_cancellations,
-           sum(resched) OVER w AS prior_reschedules,
-           max(visit_n) OVER w AS last_visit_n,
-           max(noshow_n) OVER w AS last_noshow_n
-    FROM pstream
-    WINDOW w AS (PARTITION BY source, patient_key ORDER BY vis_n RANGE BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW)
-),
-phist AS (
-    SELECT * FROM phist_all WHERE appointment_id IS NOT NULL
-),
-
--- ---------------------------------------------------------------- context no-show rates (event stream)
-span AS (
-    SELECT min(as_of) AS first_as_of, max(as_of) AS last_as_of FROM ft_tgt
-),
-ctx_daily AS (
-    SELECT k.kind, b.source, k.entity, (b.start_at::date - DATE '2000-01-01') + 1 AS vis_n,
-           count(*) AS n, sum((b.status = 'noshow')::int) AS ns
-    FROM core.appointment b
-    CROSS JOIN span
-    CROSS JOIN LATERAL (VALUES ('practitioner', b.practitioner_id), ('department', b.department_id),
-                               ('branch', b.branch_id), ('service', b.service_id), ('all', '*')) AS k(kind, entity)
-    WHERE b.status IN ('noshow', 'arrived', 'fulfilled')
-      AND k.entity IS NOT NULL
-      AND b.source IN (SELECT DISTINCT source FROM ft_tgt)
-      AND b.start_at >= span.first_as_of - (:window_lag + 1)
-      AND b.start_at < span.last_as_of
-    GROUP BY 1, 2, 3, 4
-),
-ctx_q AS (
-    SELECT DISTINCT k.kind, t.source, k.entity, t.as_of_n AS vis_n
-    FROM ft_tgt t
-    CROSS JOIN LATERAL (VALUES ('practitioner', t.practitioner_id), ('department', t.department_id),
-                               ('branch', t.branch_id), ('service', t.service_id), ('all', '*')) AS k(kind, entity)
-    WHERE k.entity IS NOT NULL
-),
-ctx_stream AS (
-    SELECT kind, source, entity, vis_n, n, ns, false AS is_q FROM ctx_daily
-    UNION ALL
-    SELECT kind, source, entity, vis_n, 0, 0, true FROM ctx_q
-),
-ctx_all AS (
-    SELECT kind, source, entity, vis_n, is_q,
-           sum(n) OVER w AS n, sum(ns) OVER w AS ns
-    FROM ctx_stream
-    WINDOW w AS (PARTITION BY kind, source, entity ORDER BY vis_n
-                 RANGE BETWEEN :window_lag PRECEDING AND CURRENT ROW)
-),
-ctx AS (
-    SELECT kind, source, entity, vis_n, n, ns FROM ctx_all WHERE is_q
-),
-base_rate AS (
-    SELECT source, vis_n, CASE WHEN n > 0 THEN ns::double precision / n END AS rate
-    FROM ctx WHERE kind = 'all'
-),
-
--- ---------------------------------------------------------------- same-day bookings known at as_of
-pday_keys AS (
-    SELECT DISTINCT source, patient_key, day, as_of FROM ft_tgt WHERE patient_key IS NOT NULL
-),
-pday AS (
-    SELECT k.source, k.patient_key, k.day, k.as_of, count(*) AS n
-    FROM pday_keys k
-    JOIN core.appointment b
-      ON b.source = k.source AND b.patient_key = k.patient_key
-     AND b.start_at >= k.day AND b.start_at < k.day + 1
-    WHERE coalesce(b.booked_at, b.start_at) < k.as_of
-      AND NOT (b.status IN ('cancelled_by_patient', 'cancelled_by_clinic', 'cancelled_unknown', 'rescheduled', 'deleted')
-               AND coalesce(b.status_changed_at, b.start_at) < k.as_of)
-    GROUP BY 1, 2, 3, 4
-),
-rday_keys AS (
-    SELECT DISTINCT source, resource_id, day, as_of FROM ft_tgt WHERE resource_id IS NOT NULL
-),
-rday AS (
-    SELECT k.source, k.resource_id, k.day, k.as_of, count(*) AS n
-    FROM rday_keys k
-    JOIN core.appointment b
-      ON b.source = k.source AND b.resource_id = k.resource_id
-     AND b.start_at >= k.day AND b.start_at < k.day + 1
-    WHERE coalesce(b.booked_at, b.start_at) < k.as_of
-      AND NOT (b.status IN ('cancelled_by_patient', 'cancelled_by_clinic', 'cancelled_unknown', 'rescheduled', 'deleted')
-               AND coalesce(b.status_changed_at, b.start_at) < k.as_of)
-    GROUP BY 1, 2, 3, 4
-),
-bday_keys AS (
-    SELECT DISTINCT source, branch_id, day, as_of FROM ft_tgt WHERE branch_id IS NOT NULL
-),
-bday AS (
-    SELECT k.source, k.branch_id, k.day, k.as_of, count(*) AS n
-    FROM bday_keys k
-    JOIN core.appointment b
-      ON b.source = k.source AND b.branch_id = k.branch_id
-     AND b.start_at >= k.day AND b.start_at < k.day + 1
-    WHERE coalesce(b.booked_at, b.start_at) < k.as_of
-      AND NOT (b.status IN ('cancelled_by_patient', 'cancelled_by_clinic', 'cancelled_unknown', 'rescheduled', 'deleted')
-               AND coalesce(b.status_changed_at, b.start_at) < k.as_of)
-    GROUP BY 1, 2, 3, 4
-),
-
+-- @history
 -- ---------------------------------------------------------------- position of the slot in the resource's day
-slot_days AS (
-    SELECT DISTINCT source, resource_id, day FROM ft_tgt WHERE resource_id IS NOT NULL
+slot_res AS (
+    SELECT DISTINCT source, resource_id FROM ft_tgt WHERE resource_id IS NOT NULL
 ),
-slot_stream AS (
-    SELECT s.source, s.resource_id, k.day, s.start_at, 1 AS is_slot, NULL::text AS appointment_id, NULL::date AS as_of
-    FROM slot_days k
-    JOIN core.slot s ON s.source = k.source AND s.resource_id = k.resource_id
-     AND s.start_at >= k.day AND s.start_at < k.day + 1
-    UNION ALL
-    SELECT source, resource_id, day, start_at, 0, appointment_id, as_of FROM ft_tgt WHERE resource_id IS NOT NULL
-),
-slot_rank AS (
-    SELECT * FROM (
-        SELECT source, appointment_id, as_of, is_slot,
-               sum(is_slot) OVER (PARTITION BY source, resource_id, day ORDER BY start_at, is_slot
-                                  ROWS BETWEEN UNBOUNDED PRECEDING AND CURRENT ROW) AS slots_before,
-               sum(is_slot) OVER (PARTITION BY source, resource_id, day) AS slots_in_day
-        FROM slot_stream
-    ) s
-    WHERE is_slot = 0 AND slots_in_day > 0
+slot_grid AS (
+    -- each resource's slots over the targets' days, in order (read in the order of the slot index; the
+    -- position of an appointment is then a binary search: width_bucket counts the elements <= its
+    -- argument, and times have microseconds)
+    SELECT r.source, r.resource_id,
+           ARRAY(SELECT s.start_at FROM core.slot s
+                 WHERE s.source = r.source AND s.resource_id = r.resource_id
+                   AND s.start_at >= d.first_day AND s.start_at < d.last_day + 1
+                 ORDER BY s.start_at) AS starts
+    FROM slot_res r
+    CROSS JOIN (SELECT min(day) AS first_day, max(day) AS last_day FROM ft_tgt) d
 ),
 
 -- ---------------------------------------------------------------- reschedule chains (own booking record)
@@ -256,14 +104,19 @@ SELECT
     (coalesce(pd.n, 0) - t.self_seen)::integer AS same_day_appointments,
     p.flags AS patient_flags,
     -- context
-    ((cp.ns + :context_prior_weight * br.rate) / (cp.n + :context_prior_weight))::double precision
-        AS practitioner_noshow_rate,
-    ((cdp.ns + :context_prior_weight * br.rate) / (cdp.n + :context_prior_weight))::double precision
-        AS department_noshow_rate,
-    ((cb.ns + :context_prior_weight * br.rate) / (cb.n + :context_prior_weight))::double precision
-        AS branch_noshow_rate,
-    ((cs.ns + :context_prior_weight * br.rate) / (cs.n + :context_prior_weight))::double precision
-        AS service_noshow_rate,
+    -- an entity without outcomes in the window (no ctx row) gets the clinic rate
+    CASE WHEN t.practitioner_id IS NOT NULL
+         THEN (coalesce(cp.ns, 0) + :context_prior_weight * br.rate) / (coalesce(cp.n, 0) + :context_prior_weight)
+    END::double precision AS practitioner_noshow_rate,
+    CASE WHEN t.department_id IS NOT NULL
+         THEN (coalesce(cdp.ns, 0) + :context_prior_weight * br.rate) / (coalesce(cdp.n, 0) + :context_prior_weight)
+    END::double precision AS department_noshow_rate,
+    CASE WHEN t.branch_id IS NOT NULL
+         THEN (coalesce(cb.ns, 0) + :context_prior_weight * br.rate) / (coalesce(cb.n, 0) + :context_prior_weight)
+    END::double precision AS branch_noshow_rate,
+    CASE WHEN t.service_id IS NOT NULL
+         THEN (coalesce(cs.ns, 0) + :context_prior_weight * br.rate) / (coalesce(cs.n, 0) + :context_prior_weight)
+    END::double precision AS service_noshow_rate,
     coalesce(cp.n, 0)::integer AS practitioner_volume,
     CASE WHEN t.resource_id IS NOT NULL
          THEN (coalesce(r.n, 0) - t.self_seen) END::integer AS resource_day_booked,
@@ -275,7 +128,7 @@ SELECT
     t.reminder_sent
 FROM ft_tgt t
 LEFT JOIN core.patient p ON p.source = t.source AND p.patient_key = t.patient_key
-LEFT JOIN phist ph ON ph.source = t.source AND ph.appointment_id = t.appointment_id AND ph.as_of = t.as_of
+LEFT JOIN phist ph ON ph.source = t.source AND ph.patient_key = t.patient_key AND ph.as_of = t.as_of
 LEFT JOIN base_rate br ON br.source = t.source AND br.vis_n = t.as_of_n
 LEFT JOIN ctx cp ON cp.kind = 'practitioner' AND cp.source = t.source AND cp.entity = t.practitioner_id
      AND cp.vis_n = t.as_of_n
@@ -286,7 +139,13 @@ LEFT JOIN ctx cs ON cs.kind = 'service' AND cs.source = t.source AND cs.entity =
 LEFT JOIN pday pd ON pd.source = t.source AND pd.patient_key = t.patient_key AND pd.day = t.day AND pd.as_of = t.as_of
 LEFT JOIN rday r ON r.source = t.source AND r.resource_id = t.resource_id AND r.day = t.day AND r.as_of = t.as_of
 LEFT JOIN bday bd ON bd.source = t.source AND bd.branch_id = t.branch_id AND bd.day = t.day AND bd.as_of = t.as_of
-LEFT JOIN slot_rank sr ON sr.source = t.source AND sr.appointment_id = t.appointment_id AND sr.as_of = t.as_of
+LEFT JOIN slot_grid sg ON sg.source = t.source AND sg.resource_id = t.resource_id
+-- slots of the resource before the target's day, before the end of that day, before the target
+CROSS JOIN LATERAL (SELECT width_bucket(t.day - interval '1 microsecond', sg.starts) AS day_first,
+                           width_bucket(t.day + interval '1 day' - interval '1 microsecond', sg.starts) AS day_last,
+                           width_bucket(t.start_at - interval '1 microsecond', sg.starts) AS before) w
+CROSS JOIN LATERAL (SELECT CASE WHEN w.day_last > w.day_first THEN w.before - w.day_first END AS slots_before,
+                           CASE WHEN w.day_last > w.day_first THEN w.day_last - w.day_first END AS slots_in_day) sr
 LEFT JOIN core.resource_day rd ON rd.source = t.source AND rd.resource_id = t.resource_id AND rd.day = t.day
 LEFT JOIN chain_depth cd ON cd.source = t.source AND cd.appointment_id = t.appointment_id AND cd.as_of = t.as_of
 LEFT JOIN features.calendar_day cal ON cal.country = :country AND cal.day = t.day

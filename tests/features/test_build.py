@@ -221,3 +221,37 @@ def test_crafted_history(own_warehouse, settings):
     assert row["prior_noshow_rate"] == pytest.approx((2 + 2 * 2 / 3) / (3 + 2))
     assert row["age"] == 36 and row["sex"] == "F"
     assert row["appt_weekday"] == 2 and row["booked_weekday"] == 3 and row["booked_hour"] == 15
+
+
+def test_one_as_of_and_event_stream_histories_agree(own_warehouse, history, settings):
+    """The two history parts of the features SQL (history_as_of.sql: aggregates for one as-of date, used for a
+    night's horizon; history_stream.sql: window functions for per-row as-of dates, used for training rows)
+    give exactly the same features, for horizons and for single appointments scored on their own day."""
+    for offset in (9, 23, 38, 51):
+        as_of = FIRST_DAY + timedelta(days=offset)
+        frames = [build_features(as_of, horizon_days=10, sources=[synthetic.SOURCE], settings=settings,
+                                 engine=own_warehouse, persist=False, history=h) for h in ("as_of", "stream")]
+        assert len(frames[0]) > 100
+        pd.testing.assert_frame_equal(frames[0], frames[1])
+    core = synthetic.read_core(own_warehouse)
+    day = FIRST_DAY + timedelta(days=30)
+    same_day = core.loc[core["start_at"].dt.date == day, ["source", "appointment_id"]]
+    frames = [build_features(day, appointments=same_day, settings=settings, engine=own_warehouse, persist=False,
+                             history=h) for h in ("as_of", "stream")]
+    assert len(frames[0]) == len(same_day) > 10
+    pd.testing.assert_frame_equal(frames[0], frames[1])
+
+
+def test_load_features_reads_what_pandas_read_sql_reads(own_warehouse, history, settings):
+    """The COPY + pyarrow reader gives the same frame (values and dtypes) as pandas.read_sql."""
+    as_of = FIRST_DAY + timedelta(days=33)
+    build_features(as_of, sources=[synthetic.SOURCE], settings=settings, engine=own_warehouse)
+    fast = load_features(as_of=as_of, settings=settings, engine=own_warehouse)
+    with own_warehouse.connect() as conn:
+        slow = pd.read_sql(sa.text("SELECT * FROM features.appointment_features WHERE feature_set_version = :v "
+                                   "AND as_of = :d ORDER BY start_at, source, appointment_id"), conn,
+                           params={"v": definitions.FEATURE_SET_VERSION, "d": as_of})
+    assert len(fast) > 50
+    pd.testing.assert_frame_equal(fast, slow.drop(columns=["computed_at"]))
+    labelled = load_features(training_until=as_of, with_labels=True, settings=settings, engine=own_warehouse)
+    assert labelled["label"].dtype == np.int64 and set(labelled["label"]) == {0, 1}
