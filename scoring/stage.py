@@ -242,24 +242,28 @@ def _agrees_with_pyfunc(p: np.ndarray, inputs, champion: Champion) -> bool:
 
 
 def write_risk(as_of: date, scored, model_version: str, engine: sa.Engine, sources: Sequence[str] | None) -> None:
-    """Replace the risk rows of ``as_of`` (of ``sources``, or all) in one transaction."""
+    """Replace the risk rows of ``as_of`` (of ``sources``, or all) in one transaction: COPY into a temporary
+    table (CSV written by pyarrow), then delete + insert."""
     import pandas as pd
+    import pyarrow as pa
+    import pyarrow.csv as pacsv
 
     out = scored.copy()
     out.insert(0, "as_of", as_of)
     out["model_name"] = MODEL_NAME
     out["model_version"] = model_version
     out["scored_at"] = pd.Timestamp.now(tz="UTC").isoformat()
-    buf = io.StringIO()
-    out[list(RISK_COLUMNS)].to_csv(buf, index=False, header=False, na_rep="\\N")
+    buf = io.BytesIO()
+    # NULL is an unquoted empty field; text is always quoted, so an empty text stays empty
+    pacsv.write_csv(pa.Table.from_pandas(out[list(RISK_COLUMNS)], preserve_index=False), buf,
+                    pacsv.WriteOptions(include_header=False))
     buf.seek(0)
     where = " AND source = ANY(:s)" if sources else ""
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TEMP TABLE score_rows (LIKE reporting.appointment_risk) ON COMMIT DROP"))
         cursor = conn.connection.dbapi_connection.cursor()
         try:
-            cursor.copy_expert(f"COPY score_rows ({', '.join(RISK_COLUMNS)}) FROM STDIN WITH (FORMAT csv, NULL '\\N')",
-                               buf)
+            cursor.copy_expert(f"COPY score_rows ({', '.join(RISK_COLUMNS)}) FROM STDIN WITH (FORMAT csv)", buf)
         finally:
             cursor.close()
         conn.execute(sa.text(f"DELETE FROM reporting.appointment_risk WHERE as_of = :d{where}"),
