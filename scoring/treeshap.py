@@ -17,7 +17,10 @@ game over U whose Shapley values are, with G(B) = sum over S ⊆ B of |S|!(d-|S|
 They depend on the row only through A, so each leaf gets a table of 2^d x d values once per model
 (d is small: the benchmark's champion has d <= 11, 2.4 M numbers in all), and explaining a row costs
 one comparison per split node plus one table row per leaf, instead of TreeSHAP's O(leaves x depth^2)
-path arithmetic per tree. The kernel is compiled with numba and runs rows in parallel.
+path arithmetic per tree. Two sibling leaves share one table, indexed by their parent's mask and the
+row's direction there. Agreement masks are built edge by edge from the root. The kernel is compiled
+with numba (cached on disk), runs blocks of rows in parallel and, inside a block, each step as a loop
+over the block's rows (SIMD).
 
 Models: LightGBM and XGBoost binary classifiers (numeric and categorical splits, missing values as the
 libraries route them). The tests check every value against the libraries' own ``pred_contrib`` and
@@ -59,6 +62,7 @@ class TreeTables:
 
     n_features: int
     bias: float                  # base margin + every tree's expected value
+    max_slots: int               # the most split nodes + leaves of a tree
     node_start: np.ndarray       # int64 [trees + 1]
     n_numeric: np.ndarray        # int64 [trees]
     root_slot: np.ndarray        # int64 [trees]
@@ -75,7 +79,9 @@ class TreeTables:
     edge_bit: np.ndarray         # int64 bit of the parent's feature in the path's feature numbering
     edge_new: np.ndarray         # int64 1 if the path meets that feature for the first time
     leaf_start: np.ndarray       # int64 [trees + 1]
-    leaf_slot: np.ndarray        # int64
+    leaf_slot: np.ndarray        # int64 slot whose agreement mask indexes the table
+    leaf_width: np.ndarray       # int64 1 for a leaf; 2 for two sibling leaves merged (see _Builder)
+    leaf_node: np.ndarray        # int64 the siblings' parent (its direction picks the table row); any for a leaf
     leaf_feat_start: np.ndarray  # int64 [leaves + 1] into leaf_feats
     leaf_feats: np.ndarray       # int64 the leaf's distinct path features, in path order
     leaf_table_start: np.ndarray  # int64 [leaves] into tables
@@ -100,11 +106,11 @@ class TreeTables:
             if threads:
                 numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
             try:
-                _kernel(X, out, self.node_start, self.n_numeric, self.root_slot, self.node_feature, self.node_threshold,
-                        self.node_flags, self.node_cat_start, self.node_cat_words, self.cat_words, self.edge_start,
-                        self.edge_parent, self.edge_child, self.edge_left, self.edge_bit, self.edge_new,
-                        self.leaf_start, self.leaf_slot, self.leaf_feat_start, self.leaf_feats, self.leaf_table_start,
-                        self.tables, BLOCK_ROWS)
+                _kernel(X, out, self.max_slots, self.node_start, self.n_numeric, self.root_slot, self.node_feature,
+                        self.node_threshold, self.node_flags, self.node_cat_start, self.node_cat_words, self.cat_words,
+                        self.edge_start, self.edge_parent, self.edge_child, self.edge_left, self.edge_bit,
+                        self.edge_new, self.leaf_start, self.leaf_slot, self.leaf_width, self.leaf_node,
+                        self.leaf_feat_start, self.leaf_feats, self.leaf_table_start, self.tables, BLOCK_ROWS)
             finally:
                 numba.set_num_threads(previous)
         out[:, -1] = self.bias
@@ -140,10 +146,11 @@ class _Builder:
         self.float32_inputs = float32_inputs
         self.arrays: dict[str, list] = {name: [] for name in (
             "n_numeric", "root_slot", "node_feature", "node_threshold", "node_flags", "node_cats", "edge_parent",
-            "edge_child", "edge_left", "edge_bit", "edge_new", "leaf_slot", "leaf_feats")}
+            "edge_child", "edge_left", "edge_bit", "edge_new", "leaf_slot", "leaf_width", "leaf_node", "leaf_feats")}
         self.node_start, self.edge_start, self.leaf_start, self.leaf_feat_start = [0], [0], [0], [0]
         self.tables: list[np.ndarray] = []
         self.expected = 0.0
+        self.max_slots = 1
 
     def add_tree(self, nodes: list[Split | Leaf]) -> None:
         a = self.arrays
@@ -160,6 +167,7 @@ class _Builder:
         slot = {i: k for k, i in enumerate(splits)}
         leaves = [i for i, n in enumerate(nodes) if isinstance(n, Leaf)]
         slot.update({i: len(splits) + j for j, i in enumerate(leaves)})
+        self.max_slots = max(self.max_slots, len(slot))
         a["n_numeric"].append(sum(nodes[i].categories is None for i in splits))
         a["root_slot"].append(slot[0])
         for i in splits:
@@ -175,31 +183,57 @@ class _Builder:
             i, path_feats, ratios = stack.pop()
             node = nodes[i]
             if isinstance(node, Leaf):
-                if len(path_feats) > MAX_PATH_FEATURES:
-                    raise ValueError(f"a leaf's path splits on {len(path_feats)} distinct features (more than "
-                                     f"{MAX_PATH_FEATURES}): its SHAP table would be too large")
-                a["leaf_slot"].append(slot[i])
-                a["leaf_feats"] += path_feats
-                self.leaf_feat_start.append(len(a["leaf_feats"]))
-                self.tables.append(_leaf_table(node.value, np.array(ratios, dtype=np.float64)).ravel())
+                self._leaf(path_feats, slot[i], 1, 0, _leaf_table(node.value, np.array(ratios, dtype=np.float64)))
                 self.expected += node.value * _fraction(node.cover, total)
                 continue
             new = node.feature not in path_feats
             bit = len(path_feats) if new else path_feats.index(node.feature)
+            feats = [*path_feats, node.feature] if new else path_feats
+
+            def child_ratios(child: int) -> list[float]:
+                fraction = _fraction(nodes[child].cover, node.cover)  # noqa: B023 (used at once)
+                return [*ratios, fraction] if new else [  # noqa: B023
+                    r * fraction if k == bit else r for k, r in enumerate(ratios)]  # noqa: B023
+
+            left, right = nodes[node.left], nodes[node.right]
+            if isinstance(left, Leaf) and isinstance(right, Leaf):
+                # two sibling leaves: one table indexed by the parent's mask and direction, so a row reads
+                # one table row for both
+                t_left = _leaf_table(left.value, np.array(child_ratios(node.left)))
+                t_right = _leaf_table(right.value, np.array(child_ratios(node.right)))
+                m = np.arange(1 << len(path_feats))[:, None]
+                g = np.array([[0, 1]])                         # 1: the row goes left at the parent
+                if new:
+                    mask_left, mask_right = m | (g << bit), m | ((1 - g) << bit)
+                else:
+                    mask_left, mask_right = m & ~((1 - g) << bit), m & ~(g << bit)
+                table = t_left[mask_left.ravel()] + t_right[mask_right.ravel()]
+                self._leaf(feats, slot[i], 2, slot[i], table)
+                self.expected += (left.value * _fraction(left.cover, total)
+                                  + right.value * _fraction(right.cover, total))
+                continue
             for child, goes_left in ((node.right, False), (node.left, True)):
-                fraction = _fraction(nodes[child].cover, node.cover)
-                feats = [*path_feats, node.feature] if new else path_feats
-                child_ratios = [*ratios, fraction] if new else [
-                    r * fraction if k == bit else r for k, r in enumerate(ratios)]
                 a["edge_parent"].append(slot[i])
                 a["edge_child"].append(slot[child])
                 a["edge_left"].append(int(goes_left))
                 a["edge_bit"].append(bit)
                 a["edge_new"].append(int(new))
-                stack.append((child, feats, child_ratios))
+                stack.append((child, feats, child_ratios(child)))
         self.node_start.append(len(a["node_feature"]))
         self.edge_start.append(len(a["edge_parent"]))
         self.leaf_start.append(len(a["leaf_slot"]))
+
+    def _leaf(self, feats: list[int], mask_slot: int, width: int, node: int, table: np.ndarray) -> None:
+        if len(feats) > MAX_PATH_FEATURES:
+            raise ValueError(f"a leaf's path splits on {len(feats)} distinct features (more than "
+                             f"{MAX_PATH_FEATURES}): its SHAP table would be too large")
+        a = self.arrays
+        a["leaf_slot"].append(mask_slot)
+        a["leaf_width"].append(width)
+        a["leaf_node"].append(node)
+        a["leaf_feats"] += feats
+        self.leaf_feat_start.append(len(a["leaf_feats"]))
+        self.tables.append(table.ravel())
 
     def build(self, base_margin: float) -> TreeTables:
         a = self.arrays
@@ -225,7 +259,7 @@ class _Builder:
             return np.asarray(values, dtype=np.int64).reshape(-1)
 
         return TreeTables(
-            n_features=self.n_features, bias=float(base_margin + self.expected),
+            n_features=self.n_features, bias=float(base_margin + self.expected), max_slots=self.max_slots,
             node_start=i64(self.node_start), n_numeric=i64(a["n_numeric"]), root_slot=i64(a["root_slot"]),
             node_feature=i64(a["node_feature"]),
             node_threshold=np.asarray(a["node_threshold"], dtype=np.float64).reshape(-1),
@@ -233,6 +267,7 @@ class _Builder:
             cat_words=np.concatenate(words), edge_start=i64(self.edge_start), edge_parent=i64(a["edge_parent"]),
             edge_child=i64(a["edge_child"]), edge_left=i64(a["edge_left"]), edge_bit=i64(a["edge_bit"]),
             edge_new=i64(a["edge_new"]), leaf_start=i64(self.leaf_start), leaf_slot=i64(a["leaf_slot"]),
+            leaf_width=i64(a["leaf_width"]), leaf_node=i64(a["leaf_node"]),
             leaf_feat_start=i64(self.leaf_feat_start), leaf_feats=i64(a["leaf_feats"]),
             leaf_table_start=i64(np.concatenate([[0], np.cumsum(sizes)[:-1]]) if sizes else []),
             tables=np.concatenate(self.tables) if self.tables else np.zeros(0), float32_inputs=self.float32_inputs,
@@ -403,15 +438,13 @@ def _categorical_left(x, k, flags, cat_start, cat_words, words):
 
 
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _kernel(X, out, node_start, n_numeric, root_slot, node_feature, node_threshold, node_flags, node_cat_start,
-            node_cat_words, cat_words, edge_start, edge_parent, edge_child, edge_left, edge_bit, edge_new, leaf_start,
-            leaf_slot, leaf_feat_start, leaf_feats, leaf_table_start, tables, block):
+def _kernel(X, out, max_slots, node_start, n_numeric, root_slot, node_feature, node_threshold, node_flags,
+            node_cat_start, node_cat_words, cat_words, edge_start, edge_parent, edge_child, edge_left, edge_bit,
+            edge_new, leaf_start, leaf_slot, leaf_width, leaf_node, leaf_feat_start, leaf_feats, leaf_table_start,
+            tables, block):
     """Blocks of rows in parallel; inside a block every step is a loop over the block's rows (SIMD)."""
     n, n_features = X.shape
     n_trees = node_start.shape[0] - 1
-    max_slots = 1
-    for t in range(n_trees):
-        max_slots = max(max_slots, node_start[t + 1] - node_start[t] + leaf_start[t + 1] - leaf_start[t])
     n_blocks = (n + block - 1) // block
     for b in numba.prange(n_blocks):
         lo = b * block
@@ -456,9 +489,15 @@ def _kernel(X, out, node_start, n_numeric, root_slot, node_feature, node_thresho
                 fs = leaf_feat_start[leaf]
                 d = leaf_feat_start[leaf + 1] - fs
                 masks = mask_at[leaf_slot[leaf]]
+                go = left[leaf_node[leaf]]
+                width = leaf_width[leaf]
                 start = leaf_table_start[leaf]
-                for r in range(m):
-                    idx[r] = start + masks[r] * d
+                if width == 1:
+                    for r in range(m):
+                        idx[r] = start + masks[r] * d
+                else:  # two sibling leaves: the row of (parent mask, direction)
+                    for r in range(m):
+                        idx[r] = start + (masks[r] * 2 + go[r]) * d
                 for j in range(d):
                     target = acc[leaf_feats[fs + j]]
                     for r in range(m):
