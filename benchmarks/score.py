@@ -305,6 +305,10 @@ def _reasons(as_of: date, settings, engine, sample: int) -> dict[str, Any]:
             "words_rows_per_s": round(len(frame) / max(words_s, 1e-9))}
 
 
+def _steps(summary: dict[str, Any], phase: str) -> str:
+    return ", ".join(f"{k} {v:.1f}s" for k, v in summary.get("seconds_steps", {}).get(phase, {}).items())
+
+
 def format_report(r: dict[str, Any]) -> str:
     s, b = r["stage"], r["baselines"]
     e = s["end_to_end"]
@@ -321,10 +325,12 @@ def format_report(r: dict[str, Any]) -> str:
         f"  end to end:          {e['seconds']:.1f}s = {e['rows_per_s']:,} appointments/s, "
         f"peak +{e['peak_mib']:.0f} MiB = {e['rows_per_s'] / TARGET:.2f}x the {TARGET:,}/s target "
         f"({'MET' if e['rows_per_s'] >= TARGET else 'NOT MET'})",
-        f"    features (SQL):    {summary['seconds_features']:.1f}s = {s['features_rows_per_s']:,}/s",
+        f"    features:          {summary['seconds_features']:.1f}s = {s['features_rows_per_s']:,}/s  "
+        f"({_steps(summary, 'features')})",
         f"    model + reasons:   {summary['seconds_predict_and_reasons']:.1f}s = "
-        f"{s['predict_and_reasons_rows_per_s']:,}/s",
-        f"    write (COPY):      {summary['seconds_write']:.1f}s = {s['write_rows_per_s']:,}/s",
+        f"{s['predict_and_reasons_rows_per_s']:,}/s  ({_steps(summary, 'predict_and_reasons')})",
+        f"    write:             {summary['seconds_write']:.1f}s = {s['write_rows_per_s']:,}/s  "
+        f"({_steps(summary, 'write')})",
         f"    other (model load, names, summary): {other:.1f}s",
         f"  baseline, model only (pyfunc.predict, no reasons, no DB): {b['model_only']['rows_per_s']:,}/s "
         f"(end to end is {r['ratios']['end_to_end_vs_model_only']:.2f}x of it)",

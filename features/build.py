@@ -22,6 +22,7 @@ from __future__ import annotations
 import io
 import json
 import logging
+import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -338,6 +339,7 @@ def build_features(
     settings: Settings | None = None,
     engine: sa.Engine | None = None,
     history: str | None = None,
+    timings: dict[str, float] | None = None,
 ) -> pd.DataFrame:
     """Features as of ``as_of`` (the start of that day), one row per appointment.
 
@@ -350,7 +352,9 @@ def build_features(
     The rows are written to ``features.appointment_features`` (replacing the same keys) unless
     ``persist`` is false, and returned with the key columns of :data:`definitions.KEY_COLUMNS`.
     ``history`` picks the history SQL (``as_of`` / ``stream``, see :func:`feature_sql`; by default
-    ``as_of`` when the targets share one as-of date): both give the same values.
+    ``as_of`` when the targets share one as-of date): both give the same values. ``timings`` (a dict)
+    receives the seconds of the steps: targets, sql (statistics, the targets' own records, the features
+    statement), persist, read, commit.
     """
     import pandas as pd
 
@@ -358,6 +362,15 @@ def build_features(
     options = BuildOptions.from_settings(settings, country)
     engine = _engine(engine, settings)
     horizon = horizon_days if horizon_days is not None else settings.horizon_days
+    steps = timings if timings is not None else {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        steps[step] = steps.get(step, 0.0) + now - clock
+        clock = now
+
     with timed(f"features as of {as_of}", log) as timer, engine.begin() as conn:
         _ensure_reference(conn, options)
         _create_targets(conn)
@@ -376,11 +389,17 @@ def build_features(
                 keys["as_of"] = as_of
             keys["appointment_id"] = keys["appointment_id"].astype(str)
             _copy_targets(conn, keys)
+        lap("targets")
         rows = _compute(conn, options, settings, history)
+        lap("sql")
         if persist:
             _persist(conn, options)
+            lap("persist")
         frame = _read_result(conn, options)
+        lap("read")
         timer.rows = rows
+    lap("commit")
+    log.info("features as of %s: %s", as_of, ", ".join(f"{k} {v:.1f}s" for k, v in steps.items()))
     return frame
 
 

@@ -143,7 +143,7 @@ def _names(engine: sa.Engine, sources: Sequence[str]) -> dict[str, dict[str, str
 
 
 def _features(as_of: date, champion: Champion, settings: Settings, engine: sa.Engine,
-              sources: Sequence[str] | None, recompute: bool):
+              sources: Sequence[str] | None, recompute: bool, timings: dict[str, float] | None = None):
     from features import build_features, load_features
     from features.definitions import FEATURE_SET_VERSION
 
@@ -152,10 +152,13 @@ def _features(as_of: date, champion: Champion, settings: Settings, engine: sa.En
             f"the champion (version {champion.version}) was trained on feature set {champion.feature_set_version}, "
             f"but features are now computed as {FEATURE_SET_VERSION}: retrain with `clinicflow train` first"
         )
+    t0 = time.perf_counter()
     frame = None if recompute else load_features(as_of=as_of, settings=settings, engine=engine)
+    if timings is not None and frame is not None:
+        timings["load"] = time.perf_counter() - t0
     if frame is None or frame.empty:
         log.info("no materialised features for %s: computing them now", as_of)
-        frame = build_features(as_of, sources=sources, settings=settings, engine=engine)
+        frame = build_features(as_of, sources=sources, settings=settings, engine=engine, timings=timings)
     end = np.datetime64(as_of + timedelta(days=settings.horizon_days))
     start = np.datetime64(as_of)
     import pandas as pd
@@ -167,28 +170,47 @@ def _features(as_of: date, champion: Champion, settings: Settings, engine: sa.En
     return frame[keep].reset_index(drop=True)
 
 
-def score_frame(frame, champion: Champion, settings: Settings, names: dict[str, dict[str, str]] | None = None):
-    """Probabilities, bands and reasons for feature rows; returns the risk-table frame (without as_of)."""
+def score_frame(frame, champion: Champion, settings: Settings, names: dict[str, dict[str, str]] | None = None,
+                timings: dict[str, float] | None = None):
+    """Probabilities, bands and reasons for feature rows; returns the risk-table frame (without as_of).
+    ``timings`` (a dict) receives the seconds of the steps: shap_tables, inputs, shap (or predict), check,
+    words, frame."""
     import pandas as pd
 
     from scoring.reasons import Explainer
 
+    steps = timings if timings is not None else {}
+    clock = time.perf_counter()
+
+    def lap(step: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        steps[step] = steps.get(step, 0.0) + now - clock
+        clock = now
+
     words = Explainer(settings.reasons_language, names)
     explain_all = settings.reasons_min_band == "low"
+    if settings.reasons_min_band != "none" and len(frame):
+        champion.explainer  # noqa: B018 (its tables are built on first use)
+        lap("shap_tables")
     parts = []
     for lo in range(0, len(frame), BATCH_ROWS):
         batch = frame.iloc[lo: lo + BATCH_ROWS]
         inputs = champion.model.inputs(batch)
+        lap("inputs")
         contributions = None
         if explain_all:
             contributions = champion.explainer.contributions(inputs)
             p = champion.explainer.probabilities(contributions)
+            lap("shap")
             if not _agrees_with_pyfunc(p, inputs, champion):
                 p = np.asarray(champion.pyfunc.predict(inputs), dtype=float).reshape(-1)
                 contributions = champion.model.contributions(inputs).reindex(
                     columns=[*champion.explainer.features, "bias"]).to_numpy()
+            lap("check")
         else:
             p = np.asarray(champion.pyfunc.predict(inputs), dtype=float).reshape(-1)
+            lap("predict")
         if p.shape[0] != len(batch) or not np.all(np.isfinite(p)) or p.min() < 0 or p.max() > 1:
             raise ClinicFlowError(f"{champion.uri} (version {champion.version}) returned values that are not "
                                   "probabilities; is it a ClinicFlow no-show model? Retrain with `clinicflow train`")
@@ -199,12 +221,14 @@ def score_frame(frame, champion: Champion, settings: Settings, names: dict[str, 
         if explain.any():
             if contributions is None:
                 values = champion.explainer.contributions(inputs[explain])
+                lap("shap")
             else:
                 values = contributions if explain.all() else contributions[explain]
             found = words.top_reasons_of(values[:, :-1], champion.explainer.features,
                                          batch if explain.all() else batch[explain])
             for k in range(3):
                 reasons[k][explain] = found[k]
+            lap("words")
         parts.append(pd.DataFrame({
             "source": batch["source"].to_numpy(), "appointment_id": batch["appointment_id"].astype(str).to_numpy(),
             "resource_id": batch["resource_id"].to_numpy() if "resource_id" in batch else None,
@@ -216,7 +240,9 @@ def score_frame(frame, champion: Champion, settings: Settings, names: dict[str, 
     if not parts:
         return pd.DataFrame(columns=[c for c in RISK_COLUMNS if c not in ("as_of", "model_name", "model_version",
                                                                           "scored_at")])
-    return pd.concat(parts, ignore_index=True)
+    out = pd.concat(parts, ignore_index=True)
+    lap("frame")
+    return out
 
 
 #: rows of every batch whose probabilities from the contributions are checked against the pyfunc
@@ -241,9 +267,10 @@ def _agrees_with_pyfunc(p: np.ndarray, inputs, champion: Champion) -> bool:
     return False
 
 
-def write_risk(as_of: date, scored, model_version: str, engine: sa.Engine, sources: Sequence[str] | None) -> None:
+def write_risk(as_of: date, scored, model_version: str, engine: sa.Engine, sources: Sequence[str] | None,
+               timings: dict[str, float] | None = None) -> None:
     """Replace the risk rows of ``as_of`` (of ``sources``, or all) in one transaction: COPY into a temporary
-    table (CSV written by pyarrow), then delete + insert."""
+    table (CSV written by pyarrow), then delete + insert. ``timings`` receives csv, copy, replace seconds."""
     import pandas as pd
     import pyarrow as pa
     import pyarrow.csv as pacsv
@@ -255,9 +282,12 @@ def write_risk(as_of: date, scored, model_version: str, engine: sa.Engine, sourc
     out["scored_at"] = pd.Timestamp.now(tz="UTC").isoformat()
     buf = io.BytesIO()
     # NULL is an unquoted empty field; text is always quoted, so an empty text stays empty
+    t0 = time.perf_counter()
     pacsv.write_csv(pa.Table.from_pandas(out[list(RISK_COLUMNS)], preserve_index=False), buf,
                     pacsv.WriteOptions(include_header=False))
     buf.seek(0)
+    steps = timings if timings is not None else {}
+    steps["csv"] = time.perf_counter() - t0
     where = " AND source = ANY(:s)" if sources else ""
     with engine.begin() as conn:
         conn.execute(sa.text("CREATE TEMP TABLE score_rows (LIKE reporting.appointment_risk) ON COMMIT DROP"))
@@ -266,10 +296,12 @@ def write_risk(as_of: date, scored, model_version: str, engine: sa.Engine, sourc
             cursor.copy_expert(f"COPY score_rows ({', '.join(RISK_COLUMNS)}) FROM STDIN WITH (FORMAT csv)", buf)
         finally:
             cursor.close()
+        steps["copy"] = time.perf_counter() - t0 - steps["csv"]
         conn.execute(sa.text(f"DELETE FROM reporting.appointment_risk WHERE as_of = :d{where}"),
                      {"d": as_of, "s": list(sources or [])})
         conn.execute(sa.text(f"INSERT INTO reporting.appointment_risk ({', '.join(RISK_COLUMNS)}) "
                              f"SELECT {', '.join(RISK_COLUMNS)} FROM score_rows"))
+    steps["replace"] = time.perf_counter() - t0 - steps["csv"] - steps["copy"]
 
 
 def run_scoring(as_of: date, *, settings: Settings | None = None, sources: Sequence[str] | None = None,
@@ -279,15 +311,16 @@ def run_scoring(as_of: date, *, settings: Settings | None = None, sources: Seque
     engine = db.get_engine("warehouse", settings)
     with timed(f"scoring as of {as_of}", log) as timer:
         champion = load_champion(settings)
+        steps: dict[str, dict[str, float]] = {"features": {}, "predict_and_reasons": {}, "write": {}}
         t0 = time.perf_counter()
-        frame = _features(as_of, champion, settings, engine, sources, recompute_features)
+        frame = _features(as_of, champion, settings, engine, sources, recompute_features, steps["features"])
         features_s = time.perf_counter() - t0
         names = _names(engine, sorted(set(frame["source"]))) if len(frame) else {}
         t0 = time.perf_counter()
-        scored = score_frame(frame, champion, settings, names)
+        scored = score_frame(frame, champion, settings, names, steps["predict_and_reasons"])
         predict_s = time.perf_counter() - t0
         t0 = time.perf_counter()
-        write_risk(as_of, scored, champion.version, engine, sources)
+        write_risk(as_of, scored, champion.version, engine, sources, steps["write"])
         write_s = time.perf_counter() - t0
         timer.rows = len(scored)
     probability = scored["probability"].to_numpy(dtype=float) if len(scored) else np.zeros(0)
@@ -303,6 +336,7 @@ def run_scoring(as_of: date, *, settings: Settings | None = None, sources: Seque
         "seconds_features": round(features_s, 2),
         "seconds_predict_and_reasons": round(predict_s, 2),
         "seconds_write": round(write_s, 2),
+        "seconds_steps": {phase: {k: round(v, 2) for k, v in d.items()} for phase, d in steps.items()},
     }
     if not len(scored):
         log.warning("no booked appointments in [%s, %s): nothing scored", as_of,

@@ -513,21 +513,31 @@ def _kernel(X, out, max_slots, node_start, n_numeric, root_slot, node_feature, n
 
 def _coded(learner, inputs) -> np.ndarray:
     """LightGBM / XGBoost input matrix: numeric columns as float, categories as their codes (NaN if
-    missing), in the learner's column order — what the libraries build from the encoded frame."""
-    enc = learner.encoder.transform(inputs)
+    missing), in the learner's column order — what the libraries get from ``learner.encoder.transform``
+    (the same rules, vectorised: a level not seen in training is ``__other__``)."""
+    import pandas as pd
+
+    encoder = learner.encoder
     booster_levels = getattr(getattr(learner.model, "booster_", None), "pandas_categorical", None)
-    out = np.empty((len(enc), len(enc.columns)), dtype=np.float64)
-    for j, col in enumerate(enc.columns):
-        values = enc[col]
-        if col in learner.encoder.levels:
-            if booster_levels is not None:  # LightGBM codes categories as it stored them at training
-                levels = booster_levels[learner.encoder.categorical.index(col)]
-                if list(values.cat.categories) != list(levels):
-                    values = values.cat.set_categories(levels)
-            codes = values.cat.codes.to_numpy()
-            out[:, j] = np.where(codes >= 0, codes, np.nan)
-        else:
-            out[:, j] = values.to_numpy(dtype=np.float64, na_value=np.nan)
+    out = np.full((len(inputs), len(encoder.columns)), np.nan)
+    for j, col in enumerate(encoder.columns):
+        if col not in inputs:
+            continue
+        if col not in encoder.levels:
+            out[:, j] = pd.to_numeric(inputs[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
+            continue
+        levels = encoder.levels[col]
+        values = inputs[col].to_numpy(dtype=object)
+        missing = pd.isna(values)
+        if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
+            values = np.where(missing, None, values.astype(str))  # levels are compared as text
+        codes = pd.Categorical(values, categories=levels[:-1]).codes.astype(np.int64)
+        codes = np.where(codes >= 0, codes, len(levels) - 1)     # not a known level: __other__
+        if booster_levels is not None:  # LightGBM codes categories as it stored them at training
+            stored = list(booster_levels[encoder.categorical.index(col)])
+            if stored != list(levels):
+                codes = np.array([stored.index(v) if v in stored else -1 for v in levels], dtype=np.int64)[codes]
+        out[:, j] = np.where(missing | (codes < 0), np.nan, codes)
     return out
 
 
@@ -600,6 +610,9 @@ class ModelExplainer:
         last. ``inputs``: the model's prepared input columns (``model.inputs(frame)``)."""
         if self.fallback:
             return self.model.contributions(inputs).reindex(columns=[*self.features, "bias"]).to_numpy()
+        if len(self.members) == 1 and self.members[0].weight == 1.0 and self.intercept == 0.0 and \
+                np.array_equal(self.members[0].columns, np.arange(len(self.features))):
+            return self._member_values(self.members[0], inputs)  # a single model: its values as they are
         out = np.zeros((len(inputs), len(self.features) + 1))
         for member in self.members:
             values = self._member_values(member, inputs)

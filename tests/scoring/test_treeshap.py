@@ -171,3 +171,19 @@ def test_model_explainer_of_a_stacking_model_equals_its_contributions(data):
     native = model.contributions(test).reindex(columns=[*explainer.features, "bias"]).to_numpy()
     assert np.abs(fast - native).max() < 1e-9
     assert np.abs(explainer.probabilities(fast) - model.predict_proba(test)).max() < 1e-12
+
+
+def test_coded_matrix_follows_the_encoder(data):
+    """The vectorised input matrix equals the encoder's frame: known levels, unseen levels as __other__,
+    missing values (None, NaN) as NaN, non-text values compared as text."""
+    X, y, test = data
+    learner = LightGBMLearner({"n_estimators": 5}).fit(X, y)
+    odd = test.copy()
+    odd["channel"] = odd["channel"].astype(object)
+    odd.loc[odd.index[:5], "channel"] = [np.nan, 7, "x:web", "__other__", None]
+    coded = treeshap._coded(learner, odd)
+    enc = learner.encoder.transform(odd)
+    for j, col in enumerate(enc.columns):
+        expected = (enc[col].cat.codes.where(enc[col].cat.codes >= 0).to_numpy(dtype=float)
+                    if col in learner.encoder.levels else enc[col].to_numpy(dtype=float))
+        np.testing.assert_array_equal(coded[:, j], expected, err_msg=col)
