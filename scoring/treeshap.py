@@ -18,7 +18,9 @@ They depend on the row only through A, so each leaf gets a table of 2^d x d valu
 (d is small: the benchmark's champion has d <= 11, 2.4 M numbers in all), and explaining a row costs
 one comparison per split node plus one table row per leaf, instead of TreeSHAP's O(leaves x depth^2)
 path arithmetic per tree. Two sibling leaves share one table, indexed by their parent's mask and the
-row's direction there. Agreement masks are built edge by edge from the root. The kernel is compiled
+row's direction there. Agreement masks are built edge by edge from the root; a categorical split is a
+lookup in a byte table per split (category -> direction), the row's category position computed once
+per feature. The kernel is compiled
 with numba (cached on disk), runs blocks of rows in parallel and, inside a block, each step as a loop
 over the block's rows (SIMD).
 
@@ -69,9 +71,10 @@ class TreeTables:
     node_feature: np.ndarray     # int64
     node_threshold: np.ndarray   # float64: a numeric split sends value <= threshold left
     node_flags: np.ndarray       # int64 FLAG_*
-    node_cat_start: np.ndarray   # int64 offset into cat_words
-    node_cat_words: np.ndarray   # int64 number of 32-bit words (>= 1)
-    cat_words: np.ndarray        # uint32 bitsets of the categorical splits
+    cat_size: np.ndarray         # int64 per feature: 1 + the largest category any split lists (0: numeric)
+    node_lut: np.ndarray         # int64 per node: offset into luts (categorical splits)
+    luts: np.ndarray             # uint8: per categorical split, 1 = left for each category 0..size-1, then
+                                 # for any other category (or an invalid one), then for a missing value
     edge_start: np.ndarray       # int64 [trees + 1]
     edge_parent: np.ndarray      # int64 slot (split node) of the parent
     edge_child: np.ndarray       # int64 slot of the child
@@ -107,7 +110,7 @@ class TreeTables:
                 numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
             try:
                 _kernel(X, out, self.max_slots, self.node_start, self.n_numeric, self.root_slot, self.node_feature,
-                        self.node_threshold, self.node_flags, self.node_cat_start, self.node_cat_words, self.cat_words,
+                        self.node_threshold, self.node_flags, self.cat_size, self.node_lut, self.luts,
                         self.edge_start, self.edge_parent, self.edge_child, self.edge_left, self.edge_bit,
                         self.edge_new, self.leaf_start, self.leaf_slot, self.leaf_width, self.leaf_node,
                         self.leaf_feat_start, self.leaf_feats, self.leaf_table_start, self.tables, BLOCK_ROWS)
@@ -238,21 +241,26 @@ class _Builder:
     def build(self, base_margin: float) -> TreeTables:
         a = self.arrays
         n_nodes = len(a["node_feature"])
-        cat_start = np.zeros(n_nodes, dtype=np.int64)   # numeric nodes point at the empty word 0
-        cat_count = np.ones(n_nodes, dtype=np.int64)
-        words: list[np.ndarray] = [np.zeros(1, dtype=np.uint32)]
-        offset = 1
+        cat_size = np.zeros(self.n_features, dtype=np.int64)
+        for f, cats in zip(a["node_feature"], a["node_cats"], strict=True):
+            if cats is not None:
+                cat_size[f] = max(cat_size[f], max([int(c) + 1 for c in cats if int(c) >= 0], default=1))
+        node_lut = np.zeros(n_nodes, dtype=np.int64)
+        luts: list[np.ndarray] = []
+        offset = 0
         for k, cats in enumerate(a["node_cats"]):
             if cats is None:
                 continue
-            cats = [int(c) for c in cats if int(c) >= 0]
-            n_words = (max(cats) // 32 + 1) if cats else 1
-            bits = np.zeros(n_words, dtype=np.uint32)
-            for c in cats:
-                bits[c // 32] |= np.uint32(1 << (c % 32))
-            cat_start[k], cat_count[k] = offset, n_words
-            words.append(bits)
-            offset += n_words
+            flags = a["node_flags"][k]
+            size = int(cat_size[a["node_feature"][k]])
+            listed = np.zeros(size + 2, dtype=bool)
+            listed[[int(c) for c in cats if 0 <= int(c) < size]] = True
+            lut = listed != bool(flags & FLAG_LISTED_RIGHT)      # slot `size`: not listed (or invalid)
+            if flags & FLAG_MISSING_NAN:                           # slot size + 1: a missing value
+                lut[size + 1] = bool(flags & FLAG_DEFAULT_LEFT)
+            node_lut[k] = offset
+            luts.append(lut.astype(np.uint8))
+            offset += size + 2
         sizes = [t.size for t in self.tables]
 
         def i64(values) -> np.ndarray:
@@ -263,8 +271,9 @@ class _Builder:
             node_start=i64(self.node_start), n_numeric=i64(a["n_numeric"]), root_slot=i64(a["root_slot"]),
             node_feature=i64(a["node_feature"]),
             node_threshold=np.asarray(a["node_threshold"], dtype=np.float64).reshape(-1),
-            node_flags=i64(a["node_flags"]), node_cat_start=cat_start, node_cat_words=cat_count,
-            cat_words=np.concatenate(words), edge_start=i64(self.edge_start), edge_parent=i64(a["edge_parent"]),
+            node_flags=i64(a["node_flags"]), cat_size=cat_size, node_lut=node_lut,
+            luts=np.concatenate(luts) if luts else np.zeros(1, dtype=np.uint8), edge_start=i64(self.edge_start),
+            edge_parent=i64(a["edge_parent"]),
             edge_child=i64(a["edge_child"]), edge_left=i64(a["edge_left"]), edge_bit=i64(a["edge_bit"]),
             edge_new=i64(a["edge_new"]), leaf_start=i64(self.leaf_start), leaf_slot=i64(a["leaf_slot"]),
             leaf_width=i64(a["leaf_width"]), leaf_node=i64(a["leaf_node"]),
@@ -423,23 +432,9 @@ def _numeric_left(x, k, threshold, flags):
     return ((f & FLAG_DEFAULT_LEFT) != 0) if missing else x0 <= threshold[k]
 
 
-@numba.njit(inline="always")
-def _categorical_left(x, k, flags, cat_start, cat_words, words):
-    """A categorical split: is the category listed in the node's bitset (branch-free)."""
-    f = flags[k]
-    nan = np.isnan(x)
-    c = np.int64(x) if x >= 0.0 else np.int64(-1)   # NaN compares false: -1
-    n_words = cat_words[k]
-    word = np.int64(words[cat_start[k] + min(max(c >> 5, 0), n_words - 1)])
-    listed = (((word >> (c & 31)) & 1) != 0) & (c >= 0) & ((c >> 5) < n_words)
-    value = listed != ((f & FLAG_LISTED_RIGHT) != 0)
-    missing = nan & ((f & FLAG_MISSING_NAN) != 0)
-    return ((f & FLAG_DEFAULT_LEFT) != 0) if missing else value
-
-
 @numba.njit(parallel=True, cache=True, nogil=True)
 def _kernel(X, out, max_slots, node_start, n_numeric, root_slot, node_feature, node_threshold, node_flags,
-            node_cat_start, node_cat_words, cat_words, edge_start, edge_parent, edge_child, edge_left, edge_bit,
+            cat_size, node_lut, luts, edge_start, edge_parent, edge_child, edge_left, edge_bit,
             edge_new, leaf_start, leaf_slot, leaf_width, leaf_node, leaf_feat_start, leaf_feats, leaf_table_start,
             tables, block):
     """Blocks of rows in parallel; inside a block every step is a loop over the block's rows (SIMD)."""
@@ -453,6 +448,17 @@ def _kernel(X, out, max_slots, node_start, n_numeric, root_slot, node_feature, n
         for r in range(m):
             for f in range(n_features):
                 xt[f, r] = X[lo + r, f]
+        # categories as lookup positions: the code, or `size` (another or an invalid one), or size + 1 (missing)
+        cidx = np.zeros((n_features, m), dtype=np.int64)
+        for f in range(n_features):
+            size = cat_size[f]
+            if size > 0:
+                x = xt[f]
+                c = cidx[f]
+                for r in range(m):
+                    v = x[r]
+                    inside = (v >= 0.0) & (v < size)
+                    c[r] = np.int64(v) if inside else (size + 1 if np.isnan(v) else size)
         acc = np.zeros((out.shape[1], m))
         left = np.zeros((max_slots, m), dtype=np.int64)
         mask_at = np.zeros((max_slots, m), dtype=np.int64)
@@ -466,10 +472,11 @@ def _kernel(X, out, max_slots, node_start, n_numeric, root_slot, node_feature, n
                 for r in range(m):
                     go[r] = _numeric_left(x[r], k, node_threshold, node_flags)
             for k in range(split, node_start[t + 1]):
-                x = xt[node_feature[k]]
+                c = cidx[node_feature[k]]
                 go = left[k - first]
+                lut = luts[node_lut[k]:]
                 for r in range(m):
-                    go[r] = _categorical_left(x[r], k, node_flags, node_cat_start, node_cat_words, cat_words)
+                    go[r] = lut[c[r]]
             # agreement masks, parent before child: a new feature adds its bit if the row goes this way, a
             # repeated one clears it if it does not
             mask_at[root_slot[t]] = 0
