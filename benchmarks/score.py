@@ -19,8 +19,9 @@
    difference; and ``DataFrame.to_sql`` of the same risk rows (on a sample) against the stage's COPY
    write.
 
-``--planner-workaround`` sets ``enable_mergejoin = off`` on the benchmark database (it made the
-features SQL of feature set 2026.2 usable: its final joins ran as merge joins on ``source`` alone).
+``--planner-workaround`` sets ``enable_mergejoin = off`` on the whole benchmark database. It is no longer
+needed: the features build sets it (and ``jit = off``) for its own statement; kept to compare with runs
+of older versions, whose features SQL otherwise ran merge joins on ``source`` alone (quadratic).
 
 Target: ≥ 50,000 appointments/s end to end. Printed and written to
 ``<CLINICFLOW_HOME>/bench/score-<timestamp>.json``; the database is dropped unless ``--keep``.
@@ -366,6 +367,6 @@ def add_parser(bench: argparse._SubParsersAction) -> None:
     p.add_argument("--reasons-sample", type=int, default=20_000,
                    help="rows on which the model's own contributions and the fast TreeSHAP are compared")
     p.add_argument("--planner-workaround", action="store_true",
-                   help="set enable_mergejoin=off on the benchmark database (the features SQL otherwise joins on "
-                   "`source` alone and grows quadratically)")
+                   help="set enable_mergejoin=off on the whole benchmark database (not needed any more: the "
+                   "features build sets it for its statement)")
     p.set_defaults(handler=cmd_score)
