@@ -1,0 +1,34 @@
+"""Scoring with the fast SHAP values: the probabilities from the contributions are the pyfunc's, and a batch
+whose probabilities disagree is scored by the pyfunc instead (with a warning)."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from tests.scoring.champion import AS_OF
+
+
+def test_probabilities_from_contributions_equal_the_pyfunc_and_are_checked(trained, caplog):
+    from clinicflow.settings import get_settings
+    from features import load_features
+    from scoring.stage import load_champion, score_frame
+
+    settings = get_settings()
+    champion = load_champion(settings)
+    frame = load_features(as_of=AS_OF)
+    assert len(frame) > 50
+    expected = np.asarray(champion.pyfunc.predict(frame), dtype=float)
+    scored = score_frame(frame, champion, settings)
+    assert np.abs(scored["probability"].to_numpy() - expected).max() < 1e-9
+    assert scored["reason_1"].notna().mean() > 0.9
+
+    # an explainer whose sums no longer give the model's probabilities (fault injected into our own code)
+    right = champion.explainer.probabilities
+    champion.explainer.probabilities = lambda contributions: right(contributions) * 0.9
+    with caplog.at_level(logging.WARNING, logger="scoring.stage"):
+        rescored = score_frame(frame, champion, settings)
+    assert "differ from pyfunc.predict" in caplog.text
+    assert np.abs(rescored["probability"].to_numpy() - expected).max() < 1e-12
+    assert list(rescored["reason_1"]) == list(scored["reason_1"])
