@@ -60,6 +60,20 @@ class Timer:
         return time.perf_counter() - self.started
 
 
+class Laps:
+    """Seconds per named step of a stage, added up in ``steps``: ``lap("sql")`` ends the step begun by
+    the previous call (or at creation)."""
+
+    def __init__(self, steps: dict[str, float] | None = None) -> None:
+        self.steps: dict[str, float] = steps if steps is not None else {}
+        self._clock = time.perf_counter()
+
+    def __call__(self, step: str) -> None:
+        now = time.perf_counter()
+        self.steps[step] = self.steps.get(step, 0.0) + now - self._clock
+        self._clock = now
+
+
 @contextlib.contextmanager
 def timed(name: str, logger: logging.Logger | None = None) -> Iterator[Timer]:
     """Log the start and end of a stage with its duration (and row rate, if rows were set)."""

@@ -22,7 +22,6 @@ from __future__ import annotations
 import io
 import json
 import logging
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -33,7 +32,7 @@ import sqlalchemy as sa
 
 from clinicflow import db
 from clinicflow.errors import ClinicFlowError
-from clinicflow.logs import timed
+from clinicflow.logs import Laps, timed
 from clinicflow.paths import SQL_DIR
 from clinicflow.settings import Settings, get_settings
 from features import calendar, definitions
@@ -362,14 +361,8 @@ def build_features(
     options = BuildOptions.from_settings(settings, country)
     engine = _engine(engine, settings)
     horizon = horizon_days if horizon_days is not None else settings.horizon_days
-    steps = timings if timings is not None else {}
-    clock = time.perf_counter()
-
-    def lap(step: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        steps[step] = steps.get(step, 0.0) + now - clock
-        clock = now
+    lap = Laps(timings)
+    steps = lap.steps
 
     with timed(f"features as of {as_of}", log) as timer, engine.begin() as conn:
         _ensure_reference(conn, options)

@@ -32,7 +32,7 @@ import sqlalchemy as sa
 
 from clinicflow import db
 from clinicflow.errors import ClinicFlowError
-from clinicflow.logs import timed
+from clinicflow.logs import Laps, timed
 from clinicflow.settings import Settings, get_settings
 
 log = logging.getLogger(__name__)
@@ -179,14 +179,7 @@ def score_frame(frame, champion: Champion, settings: Settings, names: dict[str, 
 
     from scoring.reasons import Explainer
 
-    steps = timings if timings is not None else {}
-    clock = time.perf_counter()
-
-    def lap(step: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        steps[step] = steps.get(step, 0.0) + now - clock
-        clock = now
+    lap = Laps(timings)
 
     words = Explainer(settings.reasons_language, names)
     explain_all = settings.reasons_min_band == "low"

@@ -47,3 +47,13 @@ def test_timed_reports_duration_rows_and_failure(caplog):
     assert "stage a: started" in text and "10 rows" in text and "rows/s" in text
     assert "stage b: failed after" in text
     assert timer.seconds >= 0
+
+
+def test_laps_add_up_the_seconds_of_each_step():
+    steps: dict[str, float] = {"sql": 1.0}
+    lap = logs.Laps(steps)
+    lap("sql")
+    lap("read")
+    lap("sql")
+    assert lap.steps is steps and set(steps) == {"sql", "read"}
+    assert steps["sql"] >= 1.0 and steps["read"] >= 0.0
