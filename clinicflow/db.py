@@ -241,3 +241,159 @@ def copy_frame(conn: Connection, table: str, frame: Any, columns: Sequence[str])
     finally:
         cursor.close()
     return len(frame)
+
+
+# --------------------------------------------------------------------------------------------------
+# Arrow in and out (ADBC): bulk reads and writes of the scoring path
+
+
+def _adbc_uri(url: URL) -> str:
+    """libpq URI of a SQLAlchemy URL (query parameters such as a socket ``host`` are kept)."""
+    return url.set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+def _positional(sql: str, params: dict[str, Any] | None) -> tuple[str, tuple[Any, ...]]:
+    """``:name`` parameters (SQLAlchemy style) as ``$n`` placeholders with their values in order. Quoted
+    literals, quoted identifiers, comments and ``::`` casts are left alone."""
+    if not params:
+        return sql, ()
+    out: list[str] = []
+    order: list[str] = []
+    i, n = 0, len(sql)
+    while i < n:
+        c = sql[i]
+        if c in ("'", '"'):
+            j = sql.find(c, i + 1)
+            while j != -1 and j + 1 < n and sql[j + 1] == c:  # doubled quote inside the literal
+                j = sql.find(c, j + 2)
+            j = n - 1 if j == -1 else j
+            out.append(sql[i:j + 1])
+            i = j + 1
+        elif sql.startswith("--", i):
+            j = sql.find("\n", i)
+            j = n if j == -1 else j
+            out.append(sql[i:j])
+            i = j
+        elif sql.startswith("::", i):
+            out.append("::")
+            i += 2
+        elif c == ":" and i + 1 < n and (sql[i + 1].isalpha() or sql[i + 1] == "_"):
+            j = i + 1
+            while j < n and (sql[j].isalnum() or sql[j] == "_"):
+                j += 1
+            name = sql[i + 1:j]
+            if name not in params:
+                raise ClinicFlowError(f"SQL parameter :{name} has no value")
+            if name not in order:
+                order.append(name)
+            out.append(f"${order.index(name) + 1}")
+            i = j
+        else:
+            out.append(c)
+            i += 1
+    return "".join(out), tuple(params[name] for name in order)
+
+
+#: PostgreSQL types -> Arrow types of an ingested column (binary COPY needs the exact width)
+_ARROW_TYPES = {"smallint": "int16", "integer": "int32", "bigint": "int64", "real": "float32",
+                "double precision": "float64", "boolean": "bool", "text": "string", "character varying": "string",
+                "date": "date32", "timestamp without time zone": "timestamp[us]",
+                "timestamp with time zone": "timestamp[us, tz=UTC]", "json": "string", "jsonb": "jsonb"}
+
+
+class ArrowSession:
+    """An ADBC connection to a ClinicFlow database, in one transaction: SQL with ``:name`` parameters,
+    results as Arrow tables and Arrow tables written, both by binary COPY (several times faster than text
+    COPY for a million rows, and without Python objects per value). Open it with :func:`arrow_session`."""
+
+    def __init__(self, conn: Any) -> None:
+        self._conn = conn
+        self._cursor = conn.cursor()
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        text, values = _positional(sql, params)
+        self._cursor.execute(text, parameters=values or None)
+
+    def read(self, sql: str, params: dict[str, Any] | None = None):
+        """The rows of ``sql`` as a ``pyarrow.Table`` (integers keep their width, text is string,
+        timestamps are timestamp[us], NULL is null)."""
+        self.execute(sql, params)
+        return self._cursor.fetch_arrow_table()
+
+    def scalar(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+        table = self.read(sql, params)
+        return table.column(0)[0].as_py() if table.num_rows else None
+
+    def columns(self, table: str) -> dict[str, str]:
+        """Column name -> PostgreSQL type (``format_type``) of ``schema.table`` (or a temporary table)."""
+        rows = self.read(
+            "SELECT a.attname, format_type(a.atttypid, NULL) FROM pg_attribute a "
+            "WHERE a.attrelid = CAST(:t AS regclass) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
+            {"t": table}).to_pylist()
+        if not rows:
+            raise ClinicFlowError(f"table {table} has no columns (does it exist?)")
+        return {r["attname"]: r["format_type"] for r in rows}
+
+    def ingest(self, table: str, data: Any) -> int:
+        """Append the Arrow table ``data`` to ``table`` (``schema.name``, or a temporary table's name) by
+        binary COPY; columns by name, each cast to the column's type (jsonb from JSON text). Columns
+        of ``table`` missing from ``data`` get their defaults. Returns the rows written."""
+        import pyarrow as pa
+        import pyarrow.compute as pc
+
+        types = self.columns(table)
+        arrays, names = [], []
+        for name in data.column_names:
+            if name not in types:
+                raise ClinicFlowError(f"{table} has no column {name!r}")
+            wanted = _ARROW_TYPES.get(types[name])
+            if wanted is None:
+                raise ClinicFlowError(f"{table}.{name}: cannot write PostgreSQL type {types[name]} from Arrow")
+            column = data.column(name)
+            if wanted == "jsonb":  # jsonb's binary format: version 1, then the JSON text
+                text = pc.cast(column, pa.string())
+                column = pc.binary_join_element_wise(pa.scalar(b"\x01"), pc.cast(text, pa.binary()), b"")
+            elif str(column.type) != wanted:
+                column = pc.cast(column, pa.type_for_alias(wanted) if "[" not in wanted else _arrow_type(wanted))
+            arrays.append(column)
+            names.append(name)
+        schema, _, name = table.rpartition(".")
+        table_data = pa.Table.from_arrays(arrays, names=names)
+        if schema:
+            return int(self._cursor.adbc_ingest(name, table_data, mode="append", db_schema_name=schema))
+        return int(self._cursor.adbc_ingest(name, table_data, mode="append", temporary=True))
+
+    def close(self) -> None:
+        self._cursor.close()
+
+
+def _arrow_type(alias: str):
+    import pyarrow as pa
+
+    return pa.timestamp("us", tz="UTC") if "tz" in alias else pa.timestamp("us")
+
+
+@contextlib.contextmanager
+def arrow_session(purpose: Purpose = "warehouse", settings: Settings | None = None) -> Iterator[ArrowSession]:
+    """An :class:`ArrowSession` on the database of ``purpose`` in a transaction that commits on success and
+    rolls back on error (the connection is closed either way)."""
+    import adbc_driver_postgresql.dbapi as adbc
+
+    url = url_for(purpose, settings)
+    try:
+        conn = adbc.connect(_adbc_uri(url))
+    except Exception as exc:
+        raise ClinicFlowError(f"cannot connect to {mask(url)} (ADBC): {_first_line(exc)}") from exc
+    session = ArrowSession(conn)
+    try:
+        session.execute("SET application_name = 'clinicflow-arrow'")
+        yield session
+        conn.commit()
+    except BaseException:
+        with contextlib.suppress(Exception):
+            conn.rollback()
+        raise
+    finally:
+        with contextlib.suppress(Exception):
+            session.close()
+        conn.close()
