@@ -374,12 +374,14 @@ def _arrow_type(alias: str):
 
 
 @contextlib.contextmanager
-def arrow_session(purpose: Purpose = "warehouse", settings: Settings | None = None) -> Iterator[ArrowSession]:
-    """An :class:`ArrowSession` on the database of ``purpose`` in a transaction that commits on success and
-    rolls back on error (the connection is closed either way)."""
+def arrow_session(purpose: Purpose = "warehouse", settings: Settings | None = None, *,
+                  url: URL | None = None) -> Iterator[ArrowSession]:
+    """An :class:`ArrowSession` on the database of ``purpose`` (or of ``url``: e.g. ``engine.url`` of a
+    warehouse passed around as an engine) in a transaction that commits on success and rolls back on error
+    (the connection is closed either way)."""
     import adbc_driver_postgresql.dbapi as adbc
 
-    url = url_for(purpose, settings)
+    url = url if url is not None else url_for(purpose, settings)
     try:
         conn = adbc.connect(_adbc_uri(url))
     except Exception as exc:

@@ -145,6 +145,6 @@ def test_arrow_session_reads_writes_and_rolls_back(migrated_warehouse):
         raise RuntimeError("boom")
     with pytest.raises(ClinicFlowError, match="has no column 'nope'"), db.arrow_session() as session:
         session.ingest("ops.t_arrow", pa.table({"nope": [1]}))
-    with db.arrow_session() as session:
+    with db.arrow_session(url=migrated_warehouse.url) as session:  # an engine's database
         assert session.scalar("SELECT count(*) FROM ops.t_arrow") == 2
         session.execute("DROP TABLE ops.t_arrow")
