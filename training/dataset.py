@@ -37,51 +37,83 @@ def model_inputs(frame: pd.DataFrame, *, features: Sequence[str] | None = None) 
     jsonb columns become numeric ``flag_<key>`` / ``ext_<key>`` columns; categorical ids are qualified
     by source; booleans become 0/1. With ``features`` (a trained model's inputs) exactly those columns
     are returned, missing ones as NaN; without, every available feature.
+
+    Vectorised: text and JSON values are handled once per distinct value (a million rows hold a few
+    thousand), then spread to the rows by their codes.
     """
-    out: dict[str, pd.Series] = {}
     index = frame.index
-    source = frame["source"].astype(str) if "source" in frame.columns else pd.Series("", index=index)
+    n = len(frame)
+    source = frame["source"].to_numpy(dtype=object) if "source" in frame.columns else np.full(n, "", dtype=object)
+    out: dict[str, np.ndarray] = {}
     for f in definitions.FEATURES:
         if f.name not in frame.columns:
             continue
         col = frame[f.name]
         if f.kind == "categorical":
-            values = col.astype("object").where(col.notna(), None)
-            if f.name in SOURCE_QUALIFIED:
-                values = (source + ":" + values.astype(str)).where(values.notna(), None)
-            out[f.name] = values
+            out[f.name] = _qualified(col, source) if f.name in SOURCE_QUALIFIED else _as_text_objects(col)
         else:
-            out[f.name] = pd.to_numeric(col.astype("float64") if col.dtype == bool else col, errors="coerce")
+            out[f.name] = pd.to_numeric(col.astype("float64") if col.dtype == bool else col,
+                                        errors="coerce").to_numpy()
     for json_col, prefix in definitions.EXPANDED_JSON_COLUMNS.items():
-        if json_col not in frame.columns:
-            continue
-        expanded = _expand_json(frame[json_col], prefix)
-        for name in expanded.columns:
-            out[name] = expanded[name]
-    result = pd.DataFrame(out, index=index)
+        if json_col in frame.columns:
+            out.update(_expand_json(frame[json_col], prefix))
     if features is not None:
-        for name in features:
-            if name not in result.columns:
-                result[name] = np.nan
-        result = result[list(features)]
-    return result
+        out = {name: out[name] if name in out else np.full(n, np.nan) for name in features}
+    return pd.DataFrame(out, index=index, copy=False)
 
 
-def _expand_json(column: pd.Series, prefix: str) -> pd.DataFrame:
-    records = []
-    for value in column:
+def _as_text_objects(col: pd.Series) -> np.ndarray:
+    """The column as an object array with None for missing values (as ``astype(object).where(notna)``)."""
+    values = col.to_numpy(dtype=object)
+    missing = pd.isna(values)
+    if missing.any():
+        values = values.copy()
+        values[missing] = None
+    return values
+
+
+def _qualified(col: pd.Series, source: np.ndarray) -> np.ndarray:
+    """``"<source>:<value>"`` per row (None where the value is missing), built once per distinct pair."""
+    codes, uniques = pd.factorize(col.to_numpy(dtype=object), use_na_sentinel=True)
+    source_codes, sources = pd.factorize(source, use_na_sentinel=False)
+    pair = source_codes.astype(np.int64) * (len(uniques) + 1) + (codes + 1)
+    pair_codes, pairs = pd.factorize(pair)
+    words = np.empty(len(pairs) + 1, dtype=object)
+    width = len(uniques) + 1
+    for k, p in enumerate(pairs):
+        value = int(p) % width - 1
+        words[k] = None if value < 0 else f"{sources[int(p) // width]}:{uniques[value]}"
+    words[-1] = None
+    return words[pair_codes]
+
+
+def _expand_json(column: pd.Series, prefix: str) -> dict[str, np.ndarray]:
+    """Numeric and boolean members of each row's JSON object (a dict or JSON text) as float columns
+    ``<prefix><key>`` (NaN where a row lacks the key). Each distinct value is parsed once: rows read by
+    :func:`features.build.read_frame` share one dict per distinct JSON text."""
+    values = column.to_numpy(dtype=object)
+    keys = [id(v) if isinstance(v, dict) else v for v in values]  # dicts by identity, text by value
+    codes, uniques = pd.factorize(pd.Series(keys, dtype=object), use_na_sentinel=True)
+    order = np.flatnonzero(codes >= 0)
+    first_seen = np.full(len(uniques), len(values), dtype=np.int64)
+    np.minimum.at(first_seen, codes[order], order)
+    table: dict[str, np.ndarray] = {}
+    for k, row in enumerate(first_seen):
+        value = values[row]
         if isinstance(value, str):
             try:
                 value = json.loads(value)
             except json.JSONDecodeError:
                 value = None
-        row = {}
-        if isinstance(value, dict):
-            for key, item in value.items():
-                if isinstance(item, bool) or (isinstance(item, (int, float)) and item is not None):
-                    row[prefix + str(key)] = float(item)
-        records.append(row)
-    return pd.DataFrame.from_records(records, index=column.index).astype("float64")
+        if not isinstance(value, dict):
+            continue
+        for key, item in value.items():
+            if isinstance(item, bool) or (isinstance(item, (int, float)) and item is not None):
+                name = prefix + str(key)
+                if name not in table:
+                    table[name] = np.full(len(uniques) + 1, np.nan)
+                table[name][k] = float(item)
+    return {name: per_value[codes] for name, per_value in table.items()}  # code -1 reads the NaN at the end
 
 
 @dataclass(frozen=True)

@@ -146,3 +146,62 @@ def test_default_hyper_parameters_lie_in_the_search_space(algorithm):
 
     study.optimize(objective, n_trials=1)
     assert all(seen[k] == defaults[k] for k in seen if k in defaults), (seen, defaults)
+
+
+def _model_inputs_row_by_row(frame: pd.DataFrame) -> pd.DataFrame:
+    """The definition of model_inputs, written plainly (a row at a time) to check the vectorised one."""
+    import json
+
+    from features import definitions
+    from training.dataset import SOURCE_QUALIFIED
+
+    out = {}
+    for f in definitions.FEATURES:
+        if f.name not in frame:
+            continue
+        col = frame[f.name]
+        if f.kind == "categorical":
+            values = [None if pd.isna(v) else v for v in col]
+            if f.name in SOURCE_QUALIFIED:
+                values = [None if v is None else f"{s}:{v}" for s, v in zip(frame["source"], values, strict=True)]
+            out[f.name] = pd.Series(values, index=frame.index, dtype=object)
+        else:
+            out[f.name] = pd.to_numeric(col.astype("float64") if col.dtype == bool else col, errors="coerce")
+    for column, prefix in definitions.EXPANDED_JSON_COLUMNS.items():
+        rows = []
+        for value in frame[column]:
+            if isinstance(value, str):
+                try:
+                    value = json.loads(value)
+                except json.JSONDecodeError:
+                    value = None
+            rows.append({prefix + k: float(v) for k, v in (value or {}).items()
+                         if isinstance(v, (bool, int, float))} if isinstance(value, dict) else {})
+        names = sorted({k for r in rows for k in r}, key=lambda k: next(i for i, r in enumerate(rows) if k in r))
+        for name in names:
+            out[name] = pd.Series([r.get(name, np.nan) for r in rows], index=frame.index, dtype="float64")
+    return pd.DataFrame(out, index=frame.index)
+
+
+def test_model_inputs_equal_their_row_by_row_definition():
+    """Shared and separate dicts, JSON text (valid, invalid, non-objects), None; ids of several sources that
+    repeat; missing ids; booleans with and without NULLs; a non-default index."""
+    rng = np.random.default_rng(4)
+    n = 500
+    shared = {"welfare": 1, "diabetes": True, "note": "text"}
+    flags = [shared, {"welfare": 0}, '{"hypertension": 2.5}', "not json", "[1, 2]", None, {}, {"x": None}]
+    frame = pd.DataFrame({
+        "source": rng.choice(["main", "branch2", "fhir"], n),
+        "lead_days": rng.integers(0, 60, n), "lead_hours": rng.random(n) * 100,
+        "same_day_booking": rng.random(n) < 0.2,
+        "confirmed": pd.Series(rng.choice([True, False, None], n), dtype=object),
+        "practitioner_id": rng.choice(["7", "8", None, "9"], n), "channel": rng.choice(["web", "phone", None], n),
+        "sex": rng.choice(["F", "M", None], n), "season": rng.choice(["winter", "summer"], n),
+        "patient_flags": [flags[k] for k in rng.integers(0, len(flags), n)],
+        "external": [f'{{"weather_t": {k}}}' if k % 4 else None for k in range(n)],
+    }, index=pd.RangeIndex(100, 100 + n))
+    expected = _model_inputs_row_by_row(frame)
+    pd.testing.assert_frame_equal(model_inputs(frame), expected)
+    wanted = ["flag_diabetes", "practitioner_id", "lead_days", "flag_absent", "ext_weather_t"]
+    pd.testing.assert_frame_equal(model_inputs(frame, features=wanted),
+                                  expected.reindex(columns=wanted))
