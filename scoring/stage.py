@@ -13,16 +13,16 @@ For a run of as-of date D:
    in ``CLINICFLOW_REASONS_MIN_BAND`` or above (every appointment by default). When every appointment
    is explained, the probabilities are the calibrated sums of the contributions (SHAP values add up
    to the model's output), checked against ``pyfunc.predict`` on a sample of every batch;
-4. ``reporting.appointment_risk``: the rows of D are replaced in one transaction (COPY into a temp
-   table, then delete + insert), so a re-run of the same date never duplicates anything.
+4. ``reporting.appointment_risk``: the rows of D are replaced in one transaction (delete, then each
+   batch appended by binary COPY while the next is scored; :class:`scoring.writer.RiskWriter`), so a
+   re-run of the same date never duplicates anything and a failed run leaves the previous rows.
 """
 
 from __future__ import annotations
 
-import io
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
 from typing import Any
@@ -34,6 +34,7 @@ from clinicflow import db
 from clinicflow.errors import ClinicFlowError
 from clinicflow.logs import Laps, timed
 from clinicflow.settings import Settings, get_settings
+from scoring.writer import BATCH_COLUMNS, RiskWriter
 
 log = logging.getLogger(__name__)
 
@@ -41,10 +42,6 @@ MODEL_NAME = "noshow"
 ALIAS = "champion"
 #: Rows per batch of predictions and contributions (bounds memory on large horizons).
 BATCH_ROWS = 200_000
-RISK_COLUMNS = (
-    "as_of", "source", "appointment_id", "resource_id", "practitioner_id", "department_id", "branch_id", "start_at",
-    "probability", "risk_band", "reason_1", "reason_2", "reason_3", "model_name", "model_version", "scored_at",
-)
 
 
 @dataclass
@@ -170,11 +167,11 @@ def _features(as_of: date, champion: Champion, settings: Settings, engine: sa.En
     return frame[keep].reset_index(drop=True)
 
 
-def score_frame(frame, champion: Champion, settings: Settings, names: dict[str, dict[str, str]] | None = None,
-                timings: dict[str, float] | None = None):
-    """Probabilities, bands and reasons for feature rows; returns the risk-table frame (without as_of).
-    ``timings`` (a dict) receives the seconds of the steps: shap_tables, inputs, shap (or predict), check,
-    words, frame."""
+def score_batches(frame, champion: Champion, settings: Settings, names: dict[str, dict[str, str]] | None = None,
+                  timings: dict[str, float] | None = None) -> Iterator:
+    """Probabilities, bands and reasons for feature rows, :data:`BATCH_ROWS` at a time: yields the risk-table
+    frame of each batch (:data:`scoring.writer.BATCH_COLUMNS`). ``timings`` (a dict) receives the seconds of
+    the steps: shap_tables, inputs, shap (or predict), check, words, frame."""
     import pandas as pd
 
     from scoring.reasons import Explainer
@@ -186,7 +183,6 @@ def score_frame(frame, champion: Champion, settings: Settings, names: dict[str, 
     if settings.reasons_min_band != "none" and len(frame):
         champion.explainer  # noqa: B018 (its tables are built on first use)
         lap("shap_tables")
-    parts = []
     for lo in range(0, len(frame), BATCH_ROWS):
         batch = frame.iloc[lo: lo + BATCH_ROWS]
         inputs = champion.model.inputs(batch)
@@ -222,20 +218,26 @@ def score_frame(frame, champion: Champion, settings: Settings, names: dict[str, 
             for k in range(3):
                 reasons[k][explain] = found[k]
             lap("words")
-        parts.append(pd.DataFrame({
+        yield pd.DataFrame({
             "source": batch["source"].to_numpy(), "appointment_id": batch["appointment_id"].astype(str).to_numpy(),
             "resource_id": batch["resource_id"].to_numpy() if "resource_id" in batch else None,
             "practitioner_id": batch["practitioner_id"].to_numpy(), "department_id": batch["department_id"].to_numpy(),
             "branch_id": batch["branch_id"].to_numpy(), "start_at": batch["start_at"].to_numpy(),
             "probability": p, "risk_band": bands,
             "reason_1": reasons[0], "reason_2": reasons[1], "reason_3": reasons[2],
-        }))
+        })
+        lap("frame")
+
+
+def score_frame(frame, champion: Champion, settings: Settings, names: dict[str, dict[str, str]] | None = None,
+                timings: dict[str, float] | None = None):
+    """:func:`score_batches` of ``frame`` as one frame."""
+    import pandas as pd
+
+    parts = list(score_batches(frame, champion, settings, names, timings))
     if not parts:
-        return pd.DataFrame(columns=[c for c in RISK_COLUMNS if c not in ("as_of", "model_name", "model_version",
-                                                                          "scored_at")])
-    out = pd.concat(parts, ignore_index=True)
-    lap("frame")
-    return out
+        return pd.DataFrame(columns=list(BATCH_COLUMNS))
+    return pd.concat(parts, ignore_index=True)
 
 
 #: rows of every batch whose probabilities from the contributions are checked against the pyfunc
@@ -261,40 +263,12 @@ def _agrees_with_pyfunc(p: np.ndarray, inputs, champion: Champion) -> bool:
 
 
 def write_risk(as_of: date, scored, model_version: str, engine: sa.Engine, sources: Sequence[str] | None,
-               timings: dict[str, float] | None = None) -> None:
-    """Replace the risk rows of ``as_of`` (of ``sources``, or all) in one transaction: COPY into a temporary
-    table (CSV written by pyarrow), then delete + insert. ``timings`` receives csv, copy, replace seconds."""
-    import pandas as pd
-    import pyarrow as pa
-    import pyarrow.csv as pacsv
-
-    out = scored.copy()
-    out.insert(0, "as_of", as_of)
-    out["model_name"] = MODEL_NAME
-    out["model_version"] = model_version
-    out["scored_at"] = pd.Timestamp.now(tz="UTC").isoformat()
-    buf = io.BytesIO()
-    # NULL is an unquoted empty field; text is always quoted, so an empty text stays empty
-    t0 = time.perf_counter()
-    pacsv.write_csv(pa.Table.from_pandas(out[list(RISK_COLUMNS)], preserve_index=False), buf,
-                    pacsv.WriteOptions(include_header=False))
-    buf.seek(0)
-    steps = timings if timings is not None else {}
-    steps["csv"] = time.perf_counter() - t0
-    where = " AND source = ANY(:s)" if sources else ""
-    with engine.begin() as conn:
-        conn.execute(sa.text("CREATE TEMP TABLE score_rows (LIKE reporting.appointment_risk) ON COMMIT DROP"))
-        cursor = conn.connection.dbapi_connection.cursor()
-        try:
-            cursor.copy_expert(f"COPY score_rows ({', '.join(RISK_COLUMNS)}) FROM STDIN WITH (FORMAT csv)", buf)
-        finally:
-            cursor.close()
-        steps["copy"] = time.perf_counter() - t0 - steps["csv"]
-        conn.execute(sa.text(f"DELETE FROM reporting.appointment_risk WHERE as_of = :d{where}"),
-                     {"d": as_of, "s": list(sources or [])})
-        conn.execute(sa.text(f"INSERT INTO reporting.appointment_risk ({', '.join(RISK_COLUMNS)}) "
-                             f"SELECT {', '.join(RISK_COLUMNS)} FROM score_rows"))
-    steps["replace"] = time.perf_counter() - t0 - steps["csv"] - steps["copy"]
+               timings: dict[str, float] | None = None) -> int:
+    """Replace the risk rows of ``as_of`` (of ``sources``, or all) with ``scored`` in one transaction
+    (:class:`scoring.writer.RiskWriter`); returns the rows written."""
+    with RiskWriter(as_of, MODEL_NAME, model_version, sources=sources, url=engine.url, timings=timings) as writer:
+        writer.put(scored)
+    return writer.rows
 
 
 def run_scoring(as_of: date, *, settings: Settings | None = None, sources: Sequence[str] | None = None,
@@ -309,29 +283,40 @@ def run_scoring(as_of: date, *, settings: Settings | None = None, sources: Seque
         frame = _features(as_of, champion, settings, engine, sources, recompute_features, steps["features"])
         features_s = time.perf_counter() - t0
         names = _names(engine, sorted(set(frame["source"]))) if len(frame) else {}
-        t0 = time.perf_counter()
-        scored = score_frame(frame, champion, settings, names, steps["predict_and_reasons"])
-        predict_s = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        write_risk(as_of, scored, champion.version, engine, sources, steps["write"])
-        write_s = time.perf_counter() - t0
-        timer.rows = len(scored)
-    probability = scored["probability"].to_numpy(dtype=float) if len(scored) else np.zeros(0)
+        # the batches are written while the next ones are scored; the run's rows replace the date's in one
+        # transaction, committed after the last batch (a failure rolls every batch back)
+        predict_s = write_s = total = 0.0
+        counts = {"high": 0, "medium": 0}
+        with RiskWriter(as_of, MODEL_NAME, champion.version, sources=sources, url=engine.url,
+                        timings=steps["write"]) as writer:
+            t0 = time.perf_counter()
+            for scored in score_batches(frame, champion, settings, names, steps["predict_and_reasons"]):
+                t1 = time.perf_counter()
+                predict_s += t1 - t0
+                for band in counts:
+                    counts[band] += int((scored["risk_band"] == band).sum())
+                total += float(scored["probability"].sum())
+                writer.put(scored)  # waits only while two earlier batches are still being written
+                t0 = time.perf_counter()
+                write_s += t0 - t1
+        write_s += time.perf_counter() - t0  # the last batch's COPY and the commit
+        steps["write"].update({f"db_{k}": v for k, v in writer.database.items()})
+        timer.rows = rows = writer.rows
     summary = {
         "as_of": as_of.isoformat(),
         "model": f"{MODEL_NAME} v{champion.version}",
         "model_version": champion.version,
-        "appointments_scored": len(scored),
-        "high_risk": int((scored["risk_band"] == "high").sum()) if len(scored) else 0,
-        "medium_risk": int((scored["risk_band"] == "medium").sum()) if len(scored) else 0,
-        "mean_probability": round(float(probability.mean()), 4) if probability.size else None,
+        "appointments_scored": rows,
+        "high_risk": counts["high"],
+        "medium_risk": counts["medium"],
+        "mean_probability": round(total / rows, 4) if rows else None,
         "seconds": round(timer.seconds, 2),
         "seconds_features": round(features_s, 2),
         "seconds_predict_and_reasons": round(predict_s, 2),
         "seconds_write": round(write_s, 2),
         "seconds_steps": {phase: {k: round(v, 2) for k, v in d.items()} for phase, d in steps.items()},
     }
-    if not len(scored):
+    if not rows:
         log.warning("no booked appointments in [%s, %s): nothing scored", as_of,
                     as_of + timedelta(days=settings.horizon_days))
     log.info("scoring: %s", summary)

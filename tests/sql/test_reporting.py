@@ -187,3 +187,33 @@ def test_reporting_migrations_roll_back_and_apply_again(scratch_database):
             assert conn.execute(sa.text("SELECT to_regclass('reporting.risk_next_week')")).scalar()
     finally:
         engine.dispose()
+
+
+def test_risk_indexes_migration_rolls_back_and_applies_again(scratch_database):
+    """0032: the risk table's key leads with the appointment and the as-of date has a BRIN index; the
+    rollback restores the earlier key and index, and the migration applies again."""
+    from clinicflow import migrations
+
+    migrations.upgrade(scratch_database)
+    engine = sa.create_engine(scratch_database, poolclass=sa.pool.NullPool)
+
+    def indexes(conn) -> dict[str, str]:
+        return dict(conn.execute(sa.text(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'reporting' "
+            "AND tablename = 'appointment_risk'")).all())
+
+    try:
+        with engine.begin() as conn:
+            now = indexes(conn)
+            assert now["appointment_risk_pkey"].endswith("(source, appointment_id, as_of)")
+            assert "USING brin (as_of)" in now["appointment_risk_as_of"]
+            assert "appointment_risk_appointment" not in now and "appointment_risk_start" in now
+            run_sql(conn, (MIGRATIONS_DIR / "0032_risk_indexes.rollback.sql").read_text())
+            before = indexes(conn)
+            assert before["appointment_risk_pkey"].endswith("(as_of, source, appointment_id)")
+            assert "appointment_risk_appointment" in before and "appointment_risk_as_of" not in before
+        with engine.begin() as conn:
+            run_sql(conn, (MIGRATIONS_DIR / "0032_risk_indexes.sql").read_text())
+            assert indexes(conn) == now
+    finally:
+        engine.dispose()
