@@ -6,8 +6,9 @@ values: "booked 41 days ahead", "missed 2 of the last 3 visits", "no reminder se
 features may raise the risk; then fewer reasons are given. Phrases exist in English and Russian
 (``CLINICFLOW_REASONS_LANGUAGE``); a feature without a phrase is shown as ``name = value``.
 
-The work is vectorised: the top three per row come from one ``argpartition`` of the contribution
-matrix, and each (feature, value) phrase is made once and reused, so a million rows take seconds.
+The work is vectorised: the top three per row come from one compiled pass over the contribution matrix
+(numba), each (feature, value) phrase is made once and reused, and phrases travel as integer codes until
+the end, so a million rows take about a second.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numba
 import numpy as np
 import pandas as pd
 
@@ -266,60 +268,105 @@ class Explainer:
         features = [c for c in contributions.columns if c != "bias"]
         return self.top_reasons_of(contributions[features].to_numpy(dtype=float), features, values, k)
 
-    def top_reasons_of(self, matrix: np.ndarray, features: list[str], values: pd.DataFrame,
+    def top_reasons_of(self, matrix: np.ndarray, features: list[str], values: Mapping[str, Any],
                        k: int = 3) -> list[np.ndarray]:
-        """:meth:`top_reasons` of a contribution matrix (rows x ``features``, no bias column)."""
+        """:meth:`top_reasons` of a contribution matrix (rows x ``features``, no bias column). ``values``: the
+        rows' feature values by column name (a DataFrame, or any mapping of names to columns, e.g. a
+        ``ChainMap`` of the feature rows and the model's inputs)."""
         n = len(matrix)
-        out = [np.full(n, None, dtype=object) for _ in range(k)]
         if n == 0 or not features:
-            return out
-        matrix = np.where(np.isfinite(matrix), matrix, 0.0)
+            return [np.full(n, None, dtype=object) for _ in range(k)]
         kk = min(k, len(features))
-        top = np.argpartition(-matrix, kk - 1, axis=1)[:, :kk]
-        order = np.argsort(-np.take_along_axis(matrix, top, axis=1), axis=1)
-        top = np.take_along_axis(top, order, axis=1)
-        positive = np.take_along_axis(matrix, top, axis=1) > 0
+        top = _top_positive(np.ascontiguousarray(matrix, dtype=np.float64), kk)   # (n, kk), -1: none
+        flat = top.ravel()
+        slots = np.flatnonzero(flat >= 0)                 # positions (row * kk + slot) that hold a feature
+        by_feature = slots[np.argsort(flat[slots], kind="stable")]
+        bounds = np.searchsorted(flat[by_feature], np.arange(len(features) + 1))
+        codes = np.full(n * kk, -1, dtype=np.int64)       # phrase code per position, -1: no phrase
+        vocabulary: dict[str, int] = {}
         columns: dict[str, np.ndarray] = {}
-        for f_index in np.unique(top[positive]):
+        for f_index in np.flatnonzero(np.diff(bounds)):
             feature = features[int(f_index)]
-            present = [c for c in _COMPANIONS.get(feature, (feature,)) if c in values.columns]
-            rows, slots = np.nonzero((top == f_index) & positive)
+            where = by_feature[bounds[f_index]:bounds[f_index + 1]]
+            rows = where // kk
+            present = [c for c in _COMPANIONS.get(feature, (feature,)) if c in values]
             if present:
                 picked = []
                 for c in present:
                     if c not in columns:
-                        columns[c] = values[c].to_numpy()
+                        columns[c] = np.asarray(values[c])
                     picked.append(columns[c][rows])
                 key = np.zeros(len(rows), dtype=np.int64)
                 for column in picked:  # one integer per distinct combination of values (missing included)
-                    codes, uniques = pd.factorize(column, use_na_sentinel=True)
-                    key = key * (len(uniques) + 1) + (codes + 1)
-                _, first, codes = np.unique(key, return_index=True, return_inverse=True)
-                phrases = np.empty(len(first), dtype=object)
+                    value_codes, uniques = pd.factorize(column, use_na_sentinel=True)
+                    key = key * (len(uniques) + 1) + (value_codes + 1)
+                _, first, inverse = np.unique(key, return_index=True, return_inverse=True)
+                phrases = np.empty(len(first), dtype=np.int64)
                 for code, pos in enumerate(first):  # one phrase per distinct value, not per row
                     row = {c: column[pos] for c, column in zip(present, picked, strict=True)}
-                    phrases[code] = self.phrase(feature, row.get(feature), row)
-                texts = phrases[codes.reshape(-1)]
+                    phrases[code] = _code(vocabulary, self.phrase(feature, row.get(feature), row))
+                codes[where] = phrases[inverse.reshape(-1)]
             else:
-                texts = np.full(len(rows), self.phrase(feature, None, {}), dtype=object)
-            for slot in range(kk):
-                sel = slots == slot
-                out[slot][rows[sel]] = texts[sel]
-        return _compact(out)
+                codes[where] = _code(vocabulary, self.phrase(feature, None, {}))
+        compact = _compact_codes(codes.reshape(n, kk))
+        words = np.empty(len(vocabulary) + 1, dtype=object)
+        words[:-1] = list(vocabulary)
+        words[-1] = None                                   # code -1
+        out = [words[compact[:, slot]] for slot in range(kk)]
+        return out + [np.full(n, None, dtype=object) for _ in range(k - kk)]
 
 
-def _compact(out: list[np.ndarray]) -> list[np.ndarray]:
-    """Move reasons up over gaps (a top feature without a phrase) and say a repeated phrase once."""
-    k = len(out)
-    stacked = np.stack(out, axis=1)
-    present = stacked != None  # noqa: E711 (elementwise)
-    gaps = np.zeros(len(stacked), dtype=bool)
-    for slot in range(1, k):
-        gaps |= present[:, slot] & ~present[:, :slot].all(axis=1)
-        for earlier in range(slot):
-            gaps |= present[:, slot] & (stacked[:, slot] == stacked[:, earlier])
-    for r in np.flatnonzero(gaps):
-        kept = list(dict.fromkeys(x for x in stacked[r] if x is not None))
+def _code(vocabulary: dict[str, int], phrase: str | None) -> int:
+    if phrase is None:
+        return -1
+    return vocabulary.setdefault(phrase, len(vocabulary))
+
+
+@numba.njit(cache=True, nogil=True)
+def _top_positive(matrix: np.ndarray, k: int) -> np.ndarray:
+    """Per row the columns of the ``k`` largest positive (finite) values, largest first (ties: the lower
+    column first); -1 where fewer than ``k`` values are positive."""
+    n, m = matrix.shape
+    out = np.full((n, k), -1, dtype=np.int64)
+    best = np.empty(k)
+    for i in range(n):
+        count = 0
+        for j in range(m):
+            v = matrix[i, j]
+            if not (v > 0.0) or not np.isfinite(v):
+                continue
+            if count == k and v <= best[k - 1]:
+                continue
+            p = count if count < k else k - 1              # insertion point, moving smaller values down
+            while p > 0 and best[p - 1] < v:
+                if p < k:
+                    best[p] = best[p - 1]
+                    out[i, p] = out[i, p - 1]
+                p -= 1
+            best[p] = v
+            out[i, p] = j
+            if count < k:
+                count += 1
+    return out
+
+
+@numba.njit(cache=True, nogil=True)
+def _compact_codes(codes: np.ndarray) -> np.ndarray:
+    """Move phrases up over gaps (a top feature without a phrase) and say a repeated phrase once."""
+    n, k = codes.shape
+    out = np.full((n, k), -1, dtype=np.int64)
+    for i in range(n):
+        m = 0
         for slot in range(k):
-            out[slot][r] = kept[slot] if slot < len(kept) else None
+            c = codes[i, slot]
+            if c < 0:
+                continue
+            seen = False
+            for q in range(m):
+                if out[i, q] == c:
+                    seen = True
+                    break
+            if not seen:
+                out[i, m] = c
+                m += 1
     return out

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections import ChainMap
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import date, timedelta
@@ -213,8 +214,9 @@ def score_batches(frame, champion: Champion, settings: Settings, names: dict[str
                 lap("shap")
             else:
                 values = contributions if explain.all() else contributions[explain]
-            found = words.top_reasons_of(values[:, :-1], champion.explainer.features,
-                                         batch if explain.all() else batch[explain])
+            # the feature rows' own values, then the model's inputs (patient flags, external values)
+            rows = ChainMap(batch, inputs) if explain.all() else ChainMap(batch[explain], inputs[explain])
+            found = words.top_reasons_of(values[:, :-1], champion.explainer.features, rows)
             for k in range(3):
                 reasons[k][explain] = found[k]
             lap("words")

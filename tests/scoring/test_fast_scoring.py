@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 
 import numpy as np
+import pandas as pd
 
 from tests.scoring.champion import AS_OF
 
@@ -32,3 +33,35 @@ def test_probabilities_from_contributions_equal_the_pyfunc_and_are_checked(train
     assert "differ from pyfunc.predict" in caplog.text
     assert np.abs(rescored["probability"].to_numpy() - expected).max() < 1e-12
     assert list(rescored["reason_1"]) == list(scored["reason_1"])
+
+
+def test_patient_flags_among_the_top_contributions_are_worded(trained):
+    """A patient flag is not a column of the feature rows (it is expanded from their JSON): its value comes
+    from the model's inputs, so a flag that raises the risk is said ("flag chronic"), not dropped. The
+    explainer is made to put the flag first for everyone (its contribution moved from the bias, so the
+    sums and probabilities stay the model's)."""
+    from clinicflow.settings import get_settings
+    from features import load_features
+    from scoring.stage import load_champion, score_frame
+
+    settings = get_settings()
+    champion = load_champion(settings)
+    frame = load_features(as_of=AS_OF)
+    column = champion.explainer.features.index("flag_chronic")
+    right = champion.explainer.contributions
+
+    def flag_first(inputs):
+        values = right(inputs)
+        values[:, column] += 10.0
+        values[:, -1] -= 10.0
+        return values
+
+    champion.explainer.contributions = flag_first
+    scored = score_frame(frame, champion, settings)
+    chronic = champion.model.inputs(frame)["flag_chronic"].to_numpy() == 1
+    assert 0 < chronic.sum() < len(frame)
+    assert (scored["reason_1"].to_numpy()[chronic] == "flag chronic").all()
+    others = scored[["reason_1", "reason_2", "reason_3"]].to_numpy()[~chronic]
+    assert not (others == "flag chronic").any() and pd.notna(others[:, 0]).all()
+    expected = np.asarray(champion.pyfunc.predict(frame), dtype=float)
+    assert np.abs(scored["probability"].to_numpy() - expected).max() < 1e-9
