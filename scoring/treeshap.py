@@ -82,14 +82,17 @@ class TreeTables:
     ``[edge_start[t], edge_start[t + 1])``, in pre-order, lead from the root to the roots of its groups: each
     computes the agreement mask of its child (a mask slot; the root's is 0) from its parent's. Its groups
     ``[group_start[t], group_start[t + 1])``: a group is a subtree (or a leaf) whose table row is the agreement
-    mask at its root followed by the decision bits of its split nodes (``group_bits``, in order), and whose
-    columns are ``group_feats``."""
+    mask at its root followed by the decision bits of its split nodes (``group_bits``, in order). A row's
+    values are added feature by feature: the tree's sums ``[sum_start[t], sum_start[t + 1])``, each the
+    terms ``[term_start[u], term_start[u + 1])`` (a group of the tree and a column of its table) that add to
+    feature ``sum_feature[u]``."""
 
     n_features: int
     bias: float                  # base margin + every tree's expected value
     group_rows: int              # the group limit the tables were built with
     max_nodes: int               # the most split nodes of a tree
     max_masks: int               # the most mask slots of a tree
+    max_groups: int              # the most groups of a tree
     kind_start: np.ndarray       # int64 [trees, 5]
     node_feature: np.ndarray     # int64 feature (numeric kinds)
     node_threshold: np.ndarray   # float64: value <= threshold goes left (numeric kinds)
@@ -113,9 +116,12 @@ class TreeTables:
     group_mask: np.ndarray       # int64 mask slot of the group's root
     group_bit_start: np.ndarray  # int64 [groups + 1] into group_bits
     group_bits: np.ndarray       # int64 decision slots of the group's split nodes (pre-order)
-    group_feat_start: np.ndarray  # int64 [groups + 1] into group_feats
-    group_feats: np.ndarray      # int64 the group's columns: its root's path features, then its own
-    group_offset: np.ndarray     # int64 [groups] into tables
+    group_width: np.ndarray      # int64 columns of the group's table
+    sum_start: np.ndarray        # int64 [trees + 1]
+    sum_feature: np.ndarray      # int64
+    term_start: np.ndarray       # int64 [sums + 1]
+    term_group: np.ndarray       # int64 the group, numbered within its tree
+    term_offset: np.ndarray      # int64 into tables: the group's table + the feature's column
     tables: np.ndarray           # float64, per group (2^(path features + splits), columns) row-major
     float32_inputs: bool         # XGBoost and scikit-learn compare float32 values
 
@@ -142,7 +148,8 @@ class TreeTables:
                         self.chunk_cat, self.chunk_slot, self.chunk_count, self.chunk_offset, self.words,
                         self.edge_start, self.edge_parent, self.edge_child, self.edge_node, self.edge_bit,
                         self.edge_code, self.group_start, self.group_mask, self.group_bit_start, self.group_bits,
-                        self.group_feat_start, self.group_feats, self.group_offset, self.tables, BLOCK_ROWS)
+                        self.group_width, self.max_groups, self.sum_start, self.sum_feature, self.term_start,
+                        self.term_group, self.term_offset, self.tables, BLOCK_ROWS)
             finally:
                 numba.set_num_threads(previous)
         out[:, -1] = self.bias
@@ -276,21 +283,20 @@ class _Builder:
         a: dict[str, list] = {name: [] for name in (
             "node_feature", "node_threshold", "node_default", "chunk_cat", "chunk_slot", "chunk_count",
             "chunk_offset", "edge_parent", "edge_child", "edge_node", "edge_bit", "edge_code", "group_mask",
-            "group_bits", "group_feats")}
+            "group_bits", "group_width", "sum_feature", "term_group", "term_offset")}
         words: list[np.ndarray] = []
         n_words = 0
         kind_start, chunk_start, edge_start, group_start = [], [0], [0], [0]
-        group_bit_start, group_feat_start, group_offset = [0], [0], []
+        group_bit_start, sum_start, term_start = [0], [0], [0]
         tables: list[np.ndarray] = []
         n_numbers = 0
-        max_nodes = max_masks = 1
+        max_nodes = max_masks = max_groups = 1
         for tree in self.trees:
             first = len(a["node_feature"])
             if tree is None:
                 kind_start.append([first] * 5)
-                chunk_start.append(chunk_start[-1])
-                edge_start.append(edge_start[-1])
-                group_start.append(group_start[-1])
+                for start in (chunk_start, edge_start, group_start, sum_start):
+                    start.append(start[-1])
                 continue
             nodes = tree.nodes
             kinds = {i: _kind(nodes[i]) for i in tree.splits[0]}
@@ -324,17 +330,18 @@ class _Builder:
             # mask slot)
             stack: list[tuple[int, list[int], list[float], int]] = [(0, [], [], 0)]
             n_masks = 1
+            terms: dict[int, list[tuple[int, int]]] = {}   # feature: (group in the tree, offset of its column)
             while stack:
                 i, feats, ratios, mask_slot = stack.pop()
                 node = nodes[i]
                 if isinstance(node, Leaf) or (1 << (len(feats) + len(tree.splits[i]))) <= limit:
                     table, columns = self._group(tree, i, feats, ratios, total)
+                    for j, f in enumerate(columns):
+                        terms.setdefault(f, []).append((len(a["group_mask"]) - group_start[-1], n_numbers + j))
                     a["group_mask"].append(mask_slot)
                     a["group_bits"] += [slot[k] for k in tree.splits[i]]
-                    a["group_feats"] += columns
+                    a["group_width"].append(len(columns))
                     group_bit_start.append(len(a["group_bits"]))
-                    group_feat_start.append(len(a["group_feats"]))
-                    group_offset.append(n_numbers)
                     tables.append(table.ravel())
                     n_numbers += table.size
                     continue
@@ -353,15 +360,22 @@ class _Builder:
                     stack.append((child, below, child_ratios, n_masks))
                     n_masks += 1
             max_masks = max(max_masks, n_masks)
+            max_groups = max(max_groups, len(a["group_mask"]) - group_start[-1])
             edge_start.append(len(a["edge_parent"]))
             group_start.append(len(a["group_mask"]))
+            for f in sorted(terms):
+                a["sum_feature"].append(f)
+                a["term_group"] += [g for g, _ in terms[f]]
+                a["term_offset"] += [offset for _, offset in terms[f]]
+                term_start.append(len(a["term_group"]))
+            sum_start.append(len(a["sum_feature"]))
 
         def i64(values) -> np.ndarray:
             return np.asarray(values, dtype=np.int64).reshape(-1)
 
         return TreeTables(
             n_features=self.n_features, bias=float(base_margin + self.expected), group_rows=limit,
-            max_nodes=max_nodes, max_masks=max_masks,
+            max_nodes=max_nodes, max_masks=max_masks, max_groups=max_groups,
             kind_start=np.asarray(kind_start, dtype=np.int64).reshape(-1, 5),
             node_feature=i64(a["node_feature"]),
             node_threshold=np.asarray(a["node_threshold"], dtype=np.float64).reshape(-1),
@@ -373,8 +387,9 @@ class _Builder:
             edge_start=i64(edge_start), edge_parent=i64(a["edge_parent"]), edge_child=i64(a["edge_child"]),
             edge_node=i64(a["edge_node"]), edge_bit=i64(a["edge_bit"]), edge_code=i64(a["edge_code"]),
             group_start=i64(group_start), group_mask=i64(a["group_mask"]), group_bit_start=i64(group_bit_start),
-            group_bits=i64(a["group_bits"]), group_feat_start=i64(group_feat_start),
-            group_feats=i64(a["group_feats"]), group_offset=i64(group_offset),
+            group_bits=i64(a["group_bits"]), group_width=i64(a["group_width"]), sum_start=i64(sum_start),
+            sum_feature=i64(a["sum_feature"]), term_start=i64(term_start), term_group=i64(a["term_group"]),
+            term_offset=i64(a["term_offset"]),
             tables=np.concatenate(tables) if tables else np.zeros(0), float32_inputs=self.float32_inputs,
         )
 
@@ -577,7 +592,7 @@ def from_sklearn(estimator, group_rows: int | None = None) -> TreeTables:
 def _kernel(X, out, max_nodes, max_masks, kind_start, node_feature, node_threshold, node_default, cat_feature,
             cat_size, chunk_start, chunk_cat, chunk_slot, chunk_count, chunk_offset, words, edge_start, edge_parent,
             edge_child, edge_node, edge_bit, edge_code, group_start, group_mask, group_bit_start, group_bits,
-            group_feat_start, group_feats, group_offset, tables, block):
+            group_width, max_groups, sum_start, sum_feature, term_start, term_group, term_offset, tables, block):
     """Blocks of rows in parallel; inside a block every step is a loop over the block's rows (SIMD)."""
     n, n_features = X.shape
     n_out = out.shape[1]
@@ -603,7 +618,7 @@ def _kernel(X, out, max_nodes, max_masks, kind_start, node_feature, node_thresho
         acc = np.zeros((n_out, m))
         dec = np.zeros((max_nodes, m), dtype=np.uint8)
         masks = np.zeros((max_masks, m), dtype=np.int32)
-        idx = np.zeros(m, dtype=np.uint32)
+        rows = np.zeros((max_groups, m), dtype=np.uint32)   # per group of the tree: the row's table row
         word = np.zeros(m, dtype=np.int64)
         for t in range(n_trees):
             first = kind_start[t, 0]
@@ -659,22 +674,40 @@ def _kernel(X, out, max_nodes, max_masks, kind_start, node_feature, node_thresho
                         child[r] = parent[r] & ~(np.int32(go[r]) << bit)
             for g in range(group_start[t], group_start[t + 1]):
                 mask = masks[group_mask[g]]
+                row = rows[g - group_start[t]]
                 for r in range(m):
-                    idx[r] = mask[r]
+                    row[r] = mask[r]
                 for q in range(group_bit_start[g], group_bit_start[g + 1]):
                     go = dec[group_bits[q]]
                     for r in range(m):
-                        idx[r] = (idx[r] << 1) | go[r]
-                fs = group_feat_start[g]
-                width = group_feat_start[g + 1] - fs
+                        row[r] = (row[r] << 1) | go[r]
+                width = group_width[g]
                 for r in range(m):
-                    idx[r] *= width
-                table = tables[group_offset[g]:]
-                for j in range(width):
-                    target = acc[group_feats[fs + j]]
-                    column = table[j:]
+                    row[r] *= width
+            # feature by feature, the terms of its groups (up to four per pass over the rows)
+            for u in range(sum_start[t], sum_start[t + 1]):
+                target = acc[sum_feature[u]]
+                q = term_start[u]
+                end = term_start[u + 1]
+                while q + 4 <= end:
+                    i0, i1, i2, i3 = rows[term_group[q]], rows[term_group[q + 1]], rows[term_group[q + 2]], \
+                        rows[term_group[q + 3]]
+                    c0, c1, c2, c3 = tables[term_offset[q]:], tables[term_offset[q + 1]:], \
+                        tables[term_offset[q + 2]:], tables[term_offset[q + 3]:]
                     for r in range(m):
-                        target[r] += column[idx[r]]
+                        target[r] += (c0[i0[r]] + c1[i1[r]]) + (c2[i2[r]] + c3[i3[r]])
+                    q += 4
+                if q + 2 <= end:
+                    i0, i1 = rows[term_group[q]], rows[term_group[q + 1]]
+                    c0, c1 = tables[term_offset[q]:], tables[term_offset[q + 1]:]
+                    for r in range(m):
+                        target[r] += c0[i0[r]] + c1[i1[r]]
+                    q += 2
+                if q < end:
+                    i0 = rows[term_group[q]]
+                    c0 = tables[term_offset[q]:]
+                    for r in range(m):
+                        target[r] += c0[i0[r]]
         for r in range(m):
             for f in range(n_out):
                 out[lo + r, f] = acc[f, r]
