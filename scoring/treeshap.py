@@ -413,7 +413,8 @@ class _Builder:
             node = nodes[i]
             if isinstance(node, Leaf):
                 if path:
-                    table[:, [position[f] for f in path]] += _leaf_table(node.value, np.array(r))[mask]
+                    _add_rows(table, np.array([position[f] for f in path], dtype=np.int64),
+                              _leaf_table(node.value, np.array(r)), mask)
                 self.expected += node.value * _fraction(node.cover, total)
                 continue
             new = node.feature not in path
@@ -455,26 +456,58 @@ def _leaf_table(value: float, r: np.ndarray) -> np.ndarray:
     if d == 0:
         return np.zeros((1, 0))
     w = np.array([math.factorial(k) * math.factorial(d - k - 1) / math.factorial(d) for k in range(d)])
-    masks = np.arange(1 << d)
-    bits = ((masks[:, None] >> np.arange(d)[None, :]) & 1).astype(bool)       # (2^d, d)
-    # elementary symmetric polynomials e_j of the r of each mask's features
-    e = np.zeros((1 << d, d + 1))
-    e[:, 0] = 1.0
-    for j in range(d):
-        rj = np.where(bits[:, j], r[j], 0.0)[:, None]
-        e[:, 1:] = e[:, 1:] + rj * e[:, :-1]
-    size = bits.sum(axis=1)
+    return _leaf_table_of(float(value), np.asarray(r, dtype=np.float64), w)
+
+
+@numba.njit(cache=True, nogil=True)
+def _leaf_table_of(value, r, w):
+    """:func:`_leaf_table` with the Shapley weights w(k) = k!(d-k-1)!/d!, mask by mask: a mask's elementary
+    symmetric polynomials of its features' r are those of the mask without its highest feature times
+    (1 + r_h x)."""
+    d = r.shape[0]
+    n = 1 << d
+    e = np.zeros((n, d + 1))
+    e[0, 0] = 1.0
+    size = np.zeros(n, dtype=np.int64)
+    high = 0
+    for mask in range(1, n):
+        if mask >= 2 << high:
+            high += 1
+        below = mask ^ (1 << high)
+        size[mask] = size[below] + 1
+        rh = r[high]
+        e[mask, 0] = e[below, 0]
+        for i in range(1, d + 1):
+            e[mask, i] = e[below, i] + rh * e[below, i - 1]
     # G(B) = sum_k w(k) e_{|B|-k}(r_B); only needed for |B| < d (B never holds every feature)
-    g = np.zeros(1 << d)
-    for k in range(d):
-        has = size >= k
-        g[has] += w[k] * e[masks[has], size[has] - k]
-    r_out = np.prod(np.where(bits, 1.0, r[None, :]), axis=1)                  # product over U \\ A
-    table = np.empty((1 << d, d))
-    for j in range(d):
-        without = masks & ~(1 << j)
-        table[:, j] = np.where(bits[:, j], value * (1.0 - r[j]) * r_out * g[without], -value * r_out * g)
+    g = np.zeros(n)
+    for mask in range(n):
+        total = 0.0
+        for k in range(min(d - 1, size[mask]) + 1):
+            total += w[k] * e[mask, size[mask] - k]
+        g[mask] = total
+    table = np.empty((n, d))
+    for mask in range(n):
+        r_out = 1.0                                                          # product over U \\ A
+        for j in range(d):
+            if not (mask >> j) & 1:
+                r_out *= r[j]
+        for j in range(d):
+            if (mask >> j) & 1:
+                table[mask, j] = value * (1.0 - r[j]) * r_out * g[mask & ~(1 << j)]
+            else:
+                table[mask, j] = -value * r_out * g[mask]
     return table
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_rows(table, columns, leaf, mask):
+    """table[i, columns] += leaf[mask[i]] for every row i."""
+    for i in range(mask.shape[0]):
+        source = leaf[mask[i]]
+        target = table[i]
+        for j in range(columns.shape[0]):
+            target[columns[j]] += source[j]
 
 
 def _fraction(child: float, parent: float) -> float:
