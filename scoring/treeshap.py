@@ -54,11 +54,15 @@ log = logging.getLogger(__name__)
 #: node flags: a categorical split (bitset of categories); its listed categories go right (XGBoost) rather
 #: than left (LightGBM); missing values go left; NaN is missing; zero is missing (LightGBM "Zero")
 FLAG_CATEGORICAL, FLAG_LISTED_RIGHT, FLAG_DEFAULT_LEFT, FLAG_MISSING_NAN, FLAG_MISSING_ZERO = 1, 2, 4, 8, 16
-#: leaves whose path has more distinct features than this are refused (table 2^d x d)
-MAX_PATH_FEATURES = 20
+#: leaves whose path has more distinct features than this are refused (their agreement masks are int32)
+MAX_PATH_FEATURES = 30
+#: leaves with more distinct path features than this (table 2^d x d) are computed without a table
+MAX_TABLE_FEATURES = 20
 #: a subtree becomes one group when its table has at most this many rows (2^(path features + splits))
 GROUP_ROWS = 2048
-#: the most bytes of tables per model: a model whose groups at GROUP_ROWS would need more gets smaller groups
+#: the most bytes of tables per model: a model whose groups at GROUP_ROWS would need more gets smaller groups,
+#: and if its leaves' own tables need more, its leaves with the most distinct path features get none (see
+#: :meth:`_Builder._plan`)
 TABLE_BUDGET = 64 << 20
 #: rows per parallel work item (the tables of one tree stay in cache across them)
 BLOCK_ROWS = 1024
@@ -85,7 +89,8 @@ class TreeTables:
     mask at its root followed by the decision bits of its split nodes (``group_bits``, in order). A row's
     values are added feature by feature: the tree's sums ``[sum_start[t], sum_start[t + 1])``, each the
     terms ``[term_start[u], term_start[u + 1])`` (a group of the tree and a column of its table) that add to
-    feature ``sum_feature[u]``."""
+    feature ``sum_feature[u]``. Its leaves without a table ``[direct_start[t], direct_start[t + 1])`` (only
+    when a model's tables would exceed the budget) are computed row by row from the mask at the leaf."""
 
     n_features: int
     bias: float                  # base margin + every tree's expected value
@@ -122,6 +127,13 @@ class TreeTables:
     term_start: np.ndarray       # int64 [sums + 1]
     term_group: np.ndarray       # int64 the group, numbered within its tree
     term_offset: np.ndarray      # int64 into tables: the group's table + the feature's column
+    direct_start: np.ndarray     # int64 [trees + 1]
+    direct_mask: np.ndarray      # int64 mask slot of the leaf
+    direct_value: np.ndarray     # float64 the leaf's value
+    direct_feat_start: np.ndarray  # int64 [direct leaves + 1] into the three below
+    direct_feats: np.ndarray     # int64 the leaf's distinct path features, in path order
+    direct_ratio: np.ndarray     # float64 r of each (the product of its edges' cover fractions)
+    direct_weight: np.ndarray    # float64 the Shapley weights k!(d-k-1)!/d!, k = 0..d-1
     tables: np.ndarray           # float64, per group (2^(path features + splits), columns) row-major
     float32_inputs: bool         # XGBoost and scikit-learn compare float32 values
 
@@ -149,7 +161,9 @@ class TreeTables:
                         self.edge_start, self.edge_parent, self.edge_child, self.edge_node, self.edge_bit,
                         self.edge_code, self.group_start, self.group_mask, self.group_bit_start, self.group_bits,
                         self.group_width, self.max_groups, self.sum_start, self.sum_feature, self.term_start,
-                        self.term_group, self.term_offset, self.tables, BLOCK_ROWS)
+                        self.term_group, self.term_offset, self.tables, self.direct_start, self.direct_mask,
+                        self.direct_value, self.direct_feat_start, self.direct_feats, self.direct_ratio,
+                        self.direct_weight, BLOCK_ROWS)
             finally:
                 numba.set_num_threads(previous)
         out[:, -1] = self.bias
@@ -178,8 +192,8 @@ class Leaf:
 
 
 class _Tree:
-    """A tree's nodes (the root first) and, per node, its subtree's split nodes in pre-order and distinct
-    features in the order a pre-order walk meets them."""
+    """A tree's nodes (the root first) and, per node, its subtree's split nodes in pre-order, its distinct
+    features in the order a pre-order walk meets them, and the most distinct path features of a leaf below."""
 
     def __init__(self, nodes: list[Split | Leaf]) -> None:
         self.nodes = nodes
@@ -192,43 +206,54 @@ class _Tree:
                 stack += [node.right, node.left]
         self.splits: dict[int, list[int]] = {}
         self.features: dict[int, list[int]] = {}
+        self.deepest: dict[int, int] = {}
+        path_features = {0: frozenset()}
+        for i in order:
+            node = nodes[i]
+            if isinstance(node, Split):
+                path_features[node.left] = path_features[node.right] = path_features[i] | {node.feature}
         for i in reversed(order):
             node = nodes[i]
             if isinstance(node, Leaf):
                 self.splits[i], self.features[i] = [], []
+                self.deepest[i] = len(path_features[i])
             else:
                 self.splits[i] = [i, *self.splits[node.left], *self.splits[node.right]]
                 self.features[i] = list(dict.fromkeys(
                     [node.feature, *self.features[node.left], *self.features[node.right]]))
+                self.deepest[i] = max(self.deepest[node.left], self.deepest[node.right])
+        self.leaf_features = [self.deepest[i] for i in order if isinstance(nodes[i], Leaf)]
 
-    def groups(self, limit: int) -> list[tuple[int, tuple[int, ...]]]:
-        """The group roots for ``limit`` (top-down: a subtree whose table has at most ``limit`` rows, or a
-        leaf), each with the distinct features of the path to it."""
-        out, stack = [], [(0, ())]
+    def is_group(self, i: int, path_features: int, limit: int, table_features: int) -> bool:
+        """Whether node i (the path to it meets ``path_features`` distinct features) is a group: a leaf with at
+        most ``table_features`` of them, or a subtree whose table has at most ``limit`` rows and no leaf with
+        more. (A leaf that is not a group is computed without a table.)"""
+        if isinstance(self.nodes[i], Leaf):
+            return path_features <= table_features
+        return (1 << (path_features + len(self.splits[i]))) <= limit and self.deepest[i] <= table_features
+
+    def table_size(self, limit: int, table_features: int) -> int:
+        """Numbers in the tables of this tree's groups (top-down: the first node that is a group)."""
+        total, stack = 0, [(0, ())]
         while stack:
             i, path = stack.pop()
             node = self.nodes[i]
-            if isinstance(node, Leaf) or (1 << (len(path) + len(self.splits[i]))) <= limit:
-                out.append((i, path))
-                continue
-            below = path if node.feature in path else (*path, node.feature)
-            stack += [(node.right, below), (node.left, below)]
-        return out
-
-    def table_size(self, limit: int) -> int:
-        """Numbers in the tables of this tree's groups for ``limit``."""
-        return sum((1 << (len(path) + len(self.splits[i]))) * len(set(path).union(self.features[i]))
-                   for i, path in self.groups(limit))
+            if self.is_group(i, len(path), limit, table_features):
+                total += (1 << (len(path) + len(self.splits[i]))) * len(set(path).union(self.features[i]))
+            elif isinstance(node, Split):
+                below = path if node.feature in path else (*path, node.feature)
+                stack += [(node.right, below), (node.left, below)]
+        return total
 
 
 class _Builder:
     """Collects trees (lists of Split / Leaf nodes, the root first), groups and flattens them.
 
-    ``group_rows``: the group limit (None: the largest power of two up to GROUP_ROWS whose tables fit in
-    ``table_budget`` bytes)."""
+    ``group_rows``: the group limit (None: chosen by :meth:`_plan` so that the tables fit in ``table_budget``
+    bytes, default TABLE_BUDGET)."""
 
     def __init__(self, n_features: int, float32_inputs: bool, group_rows: int | None = None,
-                 table_budget: int = TABLE_BUDGET) -> None:
+                 table_budget: int | None = None) -> None:
         self.n_features = n_features
         self.float32_inputs = float32_inputs
         self.group_rows = group_rows
@@ -241,36 +266,42 @@ class _Builder:
             self.expected += nodes[0].value
             self.trees.append(None)
             return
-        stack: list[tuple[int, frozenset[int]]] = [(0, frozenset())]
-        while stack:
-            i, path = stack.pop()
-            node = nodes[i]
-            if isinstance(node, Leaf):
-                if len(path) > MAX_PATH_FEATURES:
-                    raise ValueError(f"a leaf's path splits on {len(path)} distinct features (more than "
-                                     f"{MAX_PATH_FEATURES}): its SHAP table would be too large")
-                continue
-            stack += [(node.left, path | {node.feature}), (node.right, path | {node.feature})]
-        self.trees.append(_Tree(nodes))
+        tree = _Tree(nodes)
+        if tree.deepest[0] > MAX_PATH_FEATURES:
+            raise ValueError(f"a leaf's path splits on {tree.deepest[0]} distinct features (more than "
+                             f"{MAX_PATH_FEATURES}): its agreement mask would not fit in 32 bits")
+        self.trees.append(tree)
 
-    def _limit(self) -> int:
+    def _plan(self) -> tuple[int, int]:
+        """The group limit and the most distinct path features of a leaf with a table. Explicit ``group_rows``:
+        it, every leaf a table (up to MAX_TABLE_FEATURES). Otherwise the largest power of two up to GROUP_ROWS
+        whose tables fit in the budget; if even the leaves' own tables do not fit (groups of 1 row: every leaf
+        its own table), the leaves with the most distinct path features go without one until they do."""
         if self.group_rows is not None:
-            return self.group_rows
-        sizes = {}
+            return self.group_rows, MAX_TABLE_FEATURES
+        trees = [t for t in self.trees if t is not None]
+        budget_bytes = TABLE_BUDGET if self.table_budget is None else self.table_budget
+        budget = budget_bytes // 8
+        leaves = np.bincount([d for t in trees for d in t.leaf_features], minlength=MAX_PATH_FEATURES + 1)
+        numbers = leaves * (1 << np.arange(len(leaves), dtype=np.int64)) * np.arange(len(leaves))
+        table_features = MAX_TABLE_FEATURES
+        while table_features > 0 and numbers[:table_features + 1].sum() > budget:
+            table_features -= 1
+        without = int(leaves[table_features + 1:].sum())
+        if without:
+            log.warning("the SHAP tables of this model's leaves alone would need %.0f MB (budget %.0f MB): its %d "
+                        "leaves with more than %d distinct path features are computed without tables (slower)",
+                        numbers.sum() * 8 / 2**20, budget_bytes / 2**20, without, table_features)
         limit = GROUP_ROWS
-        while True:
-            sizes[limit] = sum(t.table_size(limit) for t in self.trees if t is not None)
-            if sizes[limit] * 8 <= self.table_budget or limit == 1:
-                break
+        while limit > 1 and sum(t.table_size(limit, table_features) for t in trees) > budget:
             limit //= 2
-        if sizes[limit] * 8 > self.table_budget:
-            limit = min(sizes, key=lambda k: (sizes[k], -k))
-            log.warning("the SHAP tables of this model need %.0f MB (more than the budget of %.0f MB) even with "
-                        "groups of %d rows", sizes[limit] * 8 / 2**20, self.table_budget / 2**20, limit)
-        return limit
+        if limit < GROUP_ROWS:
+            log.info("SHAP tables with groups of at most %d rows (those of %d would exceed %.0f MB)", limit,
+                     GROUP_ROWS, budget_bytes / 2**20)
+        return limit, table_features
 
     def build(self, base_margin: float) -> TreeTables:
-        limit = self._limit()
+        limit, table_features = self._plan()
         splits = [n for t in self.trees if t is not None for n in t.nodes if isinstance(n, Split)]
         # categorical features: positions 0..size-1 (a category), size (another), size + 1 (missing)
         cat_size: dict[int, int] = {}
@@ -283,11 +314,12 @@ class _Builder:
         a: dict[str, list] = {name: [] for name in (
             "node_feature", "node_threshold", "node_default", "chunk_cat", "chunk_slot", "chunk_count",
             "chunk_offset", "edge_parent", "edge_child", "edge_node", "edge_bit", "edge_code", "group_mask",
-            "group_bits", "group_width", "sum_feature", "term_group", "term_offset")}
+            "group_bits", "group_width", "sum_feature", "term_group", "term_offset", "direct_mask", "direct_value",
+            "direct_feats", "direct_ratio", "direct_weight")}
         words: list[np.ndarray] = []
         n_words = 0
         kind_start, chunk_start, edge_start, group_start = [], [0], [0], [0]
-        group_bit_start, sum_start, term_start = [0], [0], [0]
+        group_bit_start, sum_start, term_start, direct_start, direct_feat_start = [0], [0], [0], [0], [0]
         tables: list[np.ndarray] = []
         n_numbers = 0
         max_nodes = max_masks = max_groups = 1
@@ -295,7 +327,7 @@ class _Builder:
             first = len(a["node_feature"])
             if tree is None:
                 kind_start.append([first] * 5)
-                for start in (chunk_start, edge_start, group_start, sum_start):
+                for start in (chunk_start, edge_start, group_start, sum_start, direct_start):
                     start.append(start[-1])
                 continue
             nodes = tree.nodes
@@ -334,7 +366,18 @@ class _Builder:
             while stack:
                 i, feats, ratios, mask_slot = stack.pop()
                 node = nodes[i]
-                if isinstance(node, Leaf) or (1 << (len(feats) + len(tree.splits[i]))) <= limit:
+                if isinstance(node, Leaf) and not tree.is_group(i, len(feats), limit, table_features):
+                    d = len(feats)                      # a leaf without a table
+                    a["direct_mask"].append(mask_slot)
+                    a["direct_value"].append(node.value)
+                    a["direct_feats"] += feats
+                    a["direct_ratio"] += ratios
+                    a["direct_weight"] += [math.factorial(k) * math.factorial(d - k - 1) / math.factorial(d)
+                                           for k in range(d)]
+                    direct_feat_start.append(len(a["direct_feats"]))
+                    self.expected += node.value * _fraction(node.cover, total)
+                    continue
+                if tree.is_group(i, len(feats), limit, table_features):
                     table, columns = self._group(tree, i, feats, ratios, total)
                     for j, f in enumerate(columns):
                         terms.setdefault(f, []).append((len(a["group_mask"]) - group_start[-1], n_numbers + j))
@@ -369,6 +412,7 @@ class _Builder:
                 a["term_offset"] += [offset for _, offset in terms[f]]
                 term_start.append(len(a["term_group"]))
             sum_start.append(len(a["sum_feature"]))
+            direct_start.append(len(a["direct_mask"]))
 
         def i64(values) -> np.ndarray:
             return np.asarray(values, dtype=np.int64).reshape(-1)
@@ -389,7 +433,11 @@ class _Builder:
             group_start=i64(group_start), group_mask=i64(a["group_mask"]), group_bit_start=i64(group_bit_start),
             group_bits=i64(a["group_bits"]), group_width=i64(a["group_width"]), sum_start=i64(sum_start),
             sum_feature=i64(a["sum_feature"]), term_start=i64(term_start), term_group=i64(a["term_group"]),
-            term_offset=i64(a["term_offset"]),
+            term_offset=i64(a["term_offset"]), direct_start=i64(direct_start), direct_mask=i64(a["direct_mask"]),
+            direct_value=np.asarray(a["direct_value"], dtype=np.float64),
+            direct_feat_start=i64(direct_feat_start), direct_feats=i64(a["direct_feats"]),
+            direct_ratio=np.asarray(a["direct_ratio"], dtype=np.float64),
+            direct_weight=np.asarray(a["direct_weight"], dtype=np.float64),
             tables=np.concatenate(tables) if tables else np.zeros(0), float32_inputs=self.float32_inputs,
         )
 
@@ -514,12 +562,13 @@ def _fraction(child: float, parent: float) -> float:
     return child / parent if parent > 0 else 0.0
 
 
-def from_lightgbm(booster, group_rows: int | None = None) -> TreeTables:
+def from_lightgbm(booster, group_rows: int | None = None, table_budget: int | None = None) -> TreeTables:
     """Tables of a LightGBM binary model (``lightgbm.Booster``); cover = the training rows of a node."""
     dump = booster.dump_model()
     if dump.get("num_tree_per_iteration", 1) != 1:
         raise ValueError("only single-output LightGBM models are supported")
-    builder = _Builder(int(dump["max_feature_idx"]) + 1, float32_inputs=False, group_rows=group_rows)
+    builder = _Builder(int(dump["max_feature_idx"]) + 1, float32_inputs=False, group_rows=group_rows,
+                       table_budget=table_budget)
     missing_flags = {"None": 0, "Zero": FLAG_MISSING_ZERO, "NaN": FLAG_MISSING_NAN}
     for tree in dump["tree_info"]:
         nodes: list[Split | Leaf | None] = []
@@ -549,7 +598,7 @@ def from_lightgbm(booster, group_rows: int | None = None) -> TreeTables:
     return builder.build(0.0)
 
 
-def from_xgboost(booster, group_rows: int | None = None) -> TreeTables:
+def from_xgboost(booster, group_rows: int | None = None, table_budget: int | None = None) -> TreeTables:
     """Tables of an XGBoost binary model (``xgboost.Booster``, gbtree); cover = the hessian sum."""
     model = json.loads(bytes(booster.save_raw("json")))
     learner = model["learner"]
@@ -567,7 +616,8 @@ def from_xgboost(booster, group_rows: int | None = None) -> TreeTables:
         base_margin = base
     else:
         raise ValueError(f"unsupported XGBoost objective {objective!r}")
-    builder = _Builder(int(params["num_feature"]), float32_inputs=True, group_rows=group_rows)
+    builder = _Builder(int(params["num_feature"]), float32_inputs=True, group_rows=group_rows,
+                       table_budget=table_budget)
     for tree in gbm["model"]["trees"]:
         left, right = tree["left_children"], tree["right_children"]
         cover = tree["sum_hessian"]
@@ -592,14 +642,14 @@ def from_xgboost(booster, group_rows: int | None = None) -> TreeTables:
     return builder.build(base_margin)
 
 
-def from_sklearn(estimator, group_rows: int | None = None) -> TreeTables:
+def from_sklearn(estimator, group_rows: int | None = None, table_budget: int | None = None) -> TreeTables:
     """Tables of a scikit-learn binary ``DecisionTreeClassifier`` or ``RandomForestClassifier``: values in
     probability of the second class (a forest averages its trees); cover = weighted training samples."""
     trees = [e.tree_ for e in estimator.estimators_] if hasattr(estimator, "estimators_") else [estimator.tree_]
     if len(getattr(estimator, "classes_", [0, 1])) != 2:
         raise ValueError("only binary scikit-learn classifiers are supported")
     builder = _Builder(int(estimator.n_features_in_), float32_inputs=True,   # scikit-learn compares float32
-                       group_rows=group_rows)
+                       group_rows=group_rows, table_budget=table_budget)
     for tree in trees:
         value = tree.value[:, 0, :]
         share = value[:, 1] / np.maximum(value.sum(axis=1), 1e-300) / len(trees)
@@ -625,7 +675,9 @@ def from_sklearn(estimator, group_rows: int | None = None) -> TreeTables:
 def _kernel(X, out, max_nodes, max_masks, kind_start, node_feature, node_threshold, node_default, cat_feature,
             cat_size, chunk_start, chunk_cat, chunk_slot, chunk_count, chunk_offset, words, edge_start, edge_parent,
             edge_child, edge_node, edge_bit, edge_code, group_start, group_mask, group_bit_start, group_bits,
-            group_width, max_groups, sum_start, sum_feature, term_start, term_group, term_offset, tables, block):
+            group_width, max_groups, sum_start, sum_feature, term_start, term_group, term_offset, tables,
+            direct_start, direct_mask, direct_value, direct_feat_start, direct_feats, direct_ratio, direct_weight,
+            block):
     """Blocks of rows in parallel; inside a block every step is a loop over the block's rows (SIMD)."""
     n, n_features = X.shape
     n_out = out.shape[1]
@@ -653,6 +705,8 @@ def _kernel(X, out, max_nodes, max_masks, kind_start, node_feature, node_thresho
         masks = np.zeros((max_masks, m), dtype=np.int32)
         rows = np.zeros((max_groups, m), dtype=np.uint32)   # per group of the tree: the row's table row
         word = np.zeros(m, dtype=np.int64)
+        poly = np.zeros(MAX_PATH_FEATURES + 1)
+        poly_without = np.zeros(MAX_PATH_FEATURES + 1)
         for t in range(n_trees):
             first = kind_start[t, 0]
             for k in range(kind_start[t, KIND_LE], kind_start[t, KIND_LE + 1]):
@@ -741,6 +795,42 @@ def _kernel(X, out, max_nodes, max_masks, kind_start, node_feature, node_thresho
                     c0 = tables[term_offset[q]:]
                     for r in range(m):
                         target[r] += c0[i0[r]]
+            # leaves without a table: the formulas row by row, G from the elementary symmetric polynomials
+            # of the agreeing features' r (for A \\ {f}: divided by 1 + r_f x)
+            for leaf in range(direct_start[t], direct_start[t + 1]):
+                mask = masks[direct_mask[leaf]]
+                value = direct_value[leaf]
+                fs = direct_feat_start[leaf]
+                d = direct_feat_start[leaf + 1] - fs
+                for r in range(m):
+                    agree = mask[r]
+                    outside = 1.0                              # product of r over U \\ A
+                    poly[:d + 1] = 0.0
+                    poly[0] = 1.0
+                    size = 0
+                    for j in range(d):
+                        if (agree >> j) & 1:
+                            size += 1
+                            rj = direct_ratio[fs + j]
+                            for i in range(size, 0, -1):
+                                poly[i] += rj * poly[i - 1]
+                        else:
+                            outside *= direct_ratio[fs + j]
+                    g = 0.0
+                    for k in range(min(d - 1, size) + 1):
+                        g += direct_weight[fs + k] * poly[size - k]
+                    for j in range(d):
+                        rj = direct_ratio[fs + j]
+                        if (agree >> j) & 1:
+                            poly_without[0] = 1.0
+                            for i in range(1, size):
+                                poly_without[i] = poly[i] - rj * poly_without[i - 1]
+                            g_without = 0.0
+                            for k in range(size):
+                                g_without += direct_weight[fs + k] * poly_without[size - 1 - k]
+                            acc[direct_feats[fs + j], r] += value * (1.0 - rj) * outside * g_without
+                        else:
+                            acc[direct_feats[fs + j], r] -= value * outside * g
         for r in range(m):
             for f in range(n_out):
                 out[lo + r, f] = acc[f, r]
