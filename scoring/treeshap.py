@@ -136,6 +136,7 @@ class TreeTables:
     direct_weight: np.ndarray    # float64 the Shapley weights k!(d-k-1)!/d!, k = 0..d-1
     tables: np.ndarray           # float64, per group (2^(path features + splits), columns) row-major
     float32_inputs: bool         # XGBoost and scikit-learn compare float32 values
+    tiny_is_zero: bool = False   # LightGBM reads an input with |value| <= ZERO_THRESHOLD as 0
 
     @property
     def n_trees(self) -> int:
@@ -163,7 +164,7 @@ class TreeTables:
                         self.group_width, self.max_groups, self.sum_start, self.sum_feature, self.term_start,
                         self.term_group, self.term_offset, self.tables, self.direct_start, self.direct_mask,
                         self.direct_value, self.direct_feat_start, self.direct_feats, self.direct_ratio,
-                        self.direct_weight, BLOCK_ROWS)
+                        self.direct_weight, self.tiny_is_zero, BLOCK_ROWS)
             finally:
                 numba.set_num_threads(previous)
         out[:, -1] = self.bias
@@ -253,9 +254,10 @@ class _Builder:
     bytes, default TABLE_BUDGET)."""
 
     def __init__(self, n_features: int, float32_inputs: bool, group_rows: int | None = None,
-                 table_budget: int | None = None) -> None:
+                 table_budget: int | None = None, tiny_is_zero: bool = False) -> None:
         self.n_features = n_features
         self.float32_inputs = float32_inputs
+        self.tiny_is_zero = tiny_is_zero
         self.group_rows = group_rows
         self.table_budget = table_budget
         self.trees: list[_Tree | None] = []   # None: a constant tree
@@ -439,6 +441,7 @@ class _Builder:
             direct_ratio=np.asarray(a["direct_ratio"], dtype=np.float64),
             direct_weight=np.asarray(a["direct_weight"], dtype=np.float64),
             tables=np.concatenate(tables) if tables else np.zeros(0), float32_inputs=self.float32_inputs,
+            tiny_is_zero=self.tiny_is_zero,
         )
 
     def _group(self, tree: _Tree, root: int, feats: list[int], ratios: list[float],
@@ -567,8 +570,9 @@ def from_lightgbm(booster, group_rows: int | None = None, table_budget: int | No
     dump = booster.dump_model()
     if dump.get("num_tree_per_iteration", 1) != 1:
         raise ValueError("only single-output LightGBM models are supported")
+    # LightGBM keeps a row's values as (feature, value) pairs without those within ZERO_THRESHOLD of zero
     builder = _Builder(int(dump["max_feature_idx"]) + 1, float32_inputs=False, group_rows=group_rows,
-                       table_budget=table_budget)
+                       table_budget=table_budget, tiny_is_zero=True)
     missing_flags = {"None": 0, "Zero": FLAG_MISSING_ZERO, "NaN": FLAG_MISSING_NAN}
     for tree in dump["tree_info"]:
         nodes: list[Split | Leaf | None] = []
@@ -677,7 +681,7 @@ def _kernel(X, out, max_nodes, max_masks, kind_start, node_feature, node_thresho
             edge_child, edge_node, edge_bit, edge_code, group_start, group_mask, group_bit_start, group_bits,
             group_width, max_groups, sum_start, sum_feature, term_start, term_group, term_offset, tables,
             direct_start, direct_mask, direct_value, direct_feat_start, direct_feats, direct_ratio, direct_weight,
-            block):
+            tiny_is_zero, block):
     """Blocks of rows in parallel; inside a block every step is a loop over the block's rows (SIMD)."""
     n, n_features = X.shape
     n_out = out.shape[1]
@@ -690,6 +694,12 @@ def _kernel(X, out, max_nodes, max_masks, kind_start, node_feature, node_thresho
         for r in range(m):
             for f in range(n_features):
                 xt[f, r] = X[lo + r, f]
+        if tiny_is_zero:
+            for f in range(n_features):
+                x = xt[f]
+                for r in range(m):
+                    v = x[r]
+                    x[r] = 0.0 if (v >= -ZERO_THRESHOLD) & (v <= ZERO_THRESHOLD) else v
         # categories as positions: the code, or `size` (another or an invalid one), or size + 1 (missing)
         cpos = np.empty((cat_feature.shape[0], m), dtype=np.uint32)
         for c in range(cat_feature.shape[0]):
