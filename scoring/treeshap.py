@@ -3,7 +3,7 @@
 The values are the path-dependent TreeSHAP values that LightGBM (``predict(..., pred_contrib=True)``),
 XGBoost (``predict(DMatrix, pred_contribs=True)``) and the ``shap`` package compute — the same numbers,
 in log-odds of the uncalibrated model — but with a cheaper algorithm (the "Fast TreeSHAP v2" idea,
-Yang 2021):
+Yang 2021, taken further):
 
 For a leaf l with value v, let U be the distinct features split on along its path, d = |U|. For a
 feature f in U, r_f is the product of the cover fractions of the path's edges on f, and the row
@@ -14,20 +14,56 @@ game over U whose Shapley values are, with G(B) = sum over S ⊆ B of |S|!(d-|S|
 * f in A:      v · (1 - r_f) · prod_{U\\A} r · G(A \\ {f})
 * f not in A:  -v · prod_{U\\A} r · G(A)
 
-They depend on the row only through A, so each leaf gets a table of 2^d x d values once per model
-(d is small: the benchmark's champion has d <= 11, 2.4 M numbers in all), and explaining a row costs
-one comparison per split node plus one table row per leaf, instead of TreeSHAP's O(leaves x depth^2)
-path arithmetic per tree. Two sibling leaves share one table, indexed by their parent's mask and the
-row's direction there. Agreement masks are built edge by edge from the root; a categorical split is a
-lookup in a byte table per split (category -> direction), the row's category position computed once
-per feature. The kernel is compiled
-with numba (cached on disk), runs blocks of rows in parallel and, inside a block, each step as a loop
-over the block's rows (SIMD).
+They depend on the row only through A, so each leaf has a table of 2^d x d values (:func:`_leaf_table`).
 
-Models: LightGBM and XGBoost binary classifiers (numeric and categorical splits, missing values as the
-libraries route them). The tests check every value against the libraries' own ``pred_contrib`` and
-against the ``shap`` package; at run time each batch's row sums are checked against the model's own
-margin (:func:`explain` falls back to the native values if they ever differ).
+**Subtree groups.** A leaf's mask follows from the mask at any node n above it (over the distinct
+features of the path to n) and the row's decisions at the split nodes between n and the leaf. So the
+sum of the tables of all leaves below n is one table indexed by (mask at n, decision bits of the s split
+nodes of n's subtree), 2^(d_n + s) rows, whose columns are the path's features and the subtree's (built
+from the leaves' tables, :meth:`_Builder._group`). Groups are chosen top-down: a subtree is one group
+when its table has at most ``GROUP_ROWS`` rows, otherwise its children are tried (a leaf is always a
+group). A row then costs, per tree: one decision per split node, agreement masks only on the edges
+above the groups, and one table row per group, added feature by feature (one addition per column).
+
+**Memory.** A model whose tables at GROUP_ROWS would exceed ``TABLE_BUDGET`` bytes gets smaller groups.
+Smaller groups do not shrink the leaves' own tables (2^d x d each), and a large model's leaves alone can
+need gigabytes (a LightGBM model of 600 trees x 128 leaves on the benchmark's data: 5.1 GB, most of it in
+its leaves with 9-14 distinct path features); then its leaves with the most distinct path features get no
+table and are computed row by row from the formulas above (O(d^2) per leaf and row; that model: 4.9 ms per
+row within 64 MB, 2.4 ms within 1 GB, against 20 ms for LightGBM's own pred_contrib). Leaves with more
+than ``MAX_TABLE_FEATURES`` distinct path features never get a table.
+
+**Kernel.** Compiled with numba (cached on disk), it runs blocks of ``BLOCK_ROWS`` rows in parallel and,
+inside a block, each step as a loop over the block's rows. Decisions are bytes, computed by one loop per
+kind of split (value <= threshold; not value > threshold, which sends NaN left; LightGBM's missing type
+Zero), so the missing-value rules of each library are resolved when the tables are built; a tree's
+categorical splits on one feature are decided up to 64 at a time with one 64-bit word looked up per row
+(bit b: the direction of split b for that category). A group's table row is a uint32 per row; a tree's
+terms are added feature by feature, up to four groups per pass over the rows, so each feature's sum is
+read and written once per tree.
+
+**Measured** (the benchmark champion: LightGBM, 400 trees of 31 leaves, 50 features; 100,000 rows of its
+input matrix; one thread, the least of 3 runs; a shared 2-core Sapphire Rapids VM, load average 0.3-0.9)::
+
+    tables = from_lightgbm(model.learner.model.booster_)      # model: the pickled NoShowModel
+    tables.contributions(X[:100_000], threads=1)              # X: its input matrix (``_coded``)
+
+3,105 groups add 12,395 table values per row (leaf tables with sibling pairs: 8,822 groups, 32,981
+values); 6.7 M numbers (51 MB, 2.0 M before) built in 0.8 s (1.2 s); 7.3-8.1 us of CPU per row instead of
+31.1-32.9 (both, in turn, at four times; 1M rows on 2 threads: 4.1 s instead of 15.9). Compiling the
+kernel takes about 10 s once per environment (numba's disk cache). Where it goes (the kernel cut after
+each step, 8.0 us in all): reading the block 0.25, numeric decisions 0.65, categorical 0.85, masks 0.6,
+table rows 1.0, additions 4.7. GROUP_ROWS by measurement (same runs, in turn, load average 1.6-1.8): 256
+rows 10.5 us (21 MB), 1024 9.1 (33 MB), 2048 8.6 (51 MB), 4096 8.6 (88 MB), 8192 8.8 (149 MB): beyond 2048
+rows fewer additions are offset by tables that no longer stay in cache. Tables of float32 would differ
+from LightGBM's values by 1e-7 (the tests ask 1e-9): float64.
+
+Models: LightGBM and XGBoost binary classifiers, scikit-learn trees and forests (numeric and
+categorical splits, missing values as the libraries route them; LightGBM reads any |x| <= float32(1e-35)
+as 0). The tests check every value against the libraries' own ``pred_contrib``, against the ``shap``
+package and against Shapley values from their definition, at several group limits and without tables;
+at run time :mod:`scoring.stage` checks the probabilities from each batch's sums against
+``pyfunc.predict`` and scores a batch that differs by the pyfunc and the model's own contributions.
 """
 
 from __future__ import annotations
@@ -45,55 +81,93 @@ log = logging.getLogger(__name__)
 #: node flags: a categorical split (bitset of categories); its listed categories go right (XGBoost) rather
 #: than left (LightGBM); missing values go left; NaN is missing; zero is missing (LightGBM "Zero")
 FLAG_CATEGORICAL, FLAG_LISTED_RIGHT, FLAG_DEFAULT_LEFT, FLAG_MISSING_NAN, FLAG_MISSING_ZERO = 1, 2, 4, 8, 16
-#: leaves whose path has more distinct features than this are refused (table 2^d x d)
-MAX_PATH_FEATURES = 20
+#: leaves whose path has more distinct features than this are refused (their agreement masks are int32)
+MAX_PATH_FEATURES = 30
+#: leaves with more distinct path features than this (table 2^d x d) are computed without a table
+MAX_TABLE_FEATURES = 20
+#: a subtree becomes one group when its table has at most this many rows (2^(path features + splits))
+GROUP_ROWS = 2048
+#: the most bytes of tables per model: a model whose groups at GROUP_ROWS would need more gets smaller groups,
+#: and if its leaves' own tables need more, its leaves with the most distinct path features get none (see
+#: :meth:`_Builder._plan`)
+TABLE_BUDGET = 64 << 20
 #: rows per parallel work item (the tables of one tree stay in cache across them)
-BLOCK_ROWS = 256
+BLOCK_ROWS = 1024
+#: LightGBM's kZeroThreshold (``const double kZeroThreshold = 1e-35f``: the float, widened)
+ZERO_THRESHOLD = float(np.float32(1e-35))
+#: kinds of split nodes, each decided by its own loop: value <= threshold (NaN right); not value > threshold
+#: (NaN left); LightGBM missing type Zero (NaN and |value| <= ZERO_THRESHOLD go the default way); categorical
+KIND_LE, KIND_NGT, KIND_ZERO, KIND_CAT = range(4)
+#: a tree's categorical splits on one feature are decided 64 at a time: one lookup of a 64-bit word per row
 
 
 @dataclass
 class TreeTables:
-    """A tree ensemble flattened into arrays, with the per-leaf SHAP tables.
+    """A tree ensemble flattened into arrays, with the SHAP tables of its groups.
 
-    Per tree t: its split nodes ``[node_start[t], node_start[t+1])`` (numeric ones first, then the
-    categorical ones from ``node_start[t] + n_numeric[t]``), its edges ``[edge_start[t], edge_start[t+1])``
-    in pre-order (a parent before its children), and its leaves ``[leaf_start[t], leaf_start[t+1])``.
-    Nodes and leaves of a tree share one numbering of "slots": split node i is slot i, leaf j of the tree
-    is slot (number of split nodes + j). Each leaf's distinct path features are numbered in the order
-    the path meets them, so the agreement mask of a leaf is built edge by edge from its parent's."""
+    Per tree t: its split nodes ``[kind_start[t, 0], kind_start[t, 4])``, sorted by kind (the nodes of kind
+    k are ``[kind_start[t, k], kind_start[t, k + 1])``); node i of the tree has decision slot
+    ``i - kind_start[t, 0]`` (1 = the row goes left). Its categorical splits, sorted by feature, form chunks
+    ``[chunk_start[t], chunk_start[t + 1])`` of at most 64 splits on one feature: per position of the
+    feature's value a word whose bit b is the direction of the chunk's split b. Its edges
+    ``[edge_start[t], edge_start[t + 1])``, in pre-order, lead from the root to the roots of its groups: each
+    computes the agreement mask of its child (a mask slot; the root's is 0) from its parent's. Its groups
+    ``[group_start[t], group_start[t + 1])``: a group is a subtree (or a leaf) whose table row is the agreement
+    mask at its root followed by the decision bits of its split nodes (``group_bits``, in order). A row's
+    values are added feature by feature: the tree's sums ``[sum_start[t], sum_start[t + 1])``, each the
+    terms ``[term_start[u], term_start[u + 1])`` (a group of the tree and a column of its table) that add to
+    feature ``sum_feature[u]``. Its leaves without a table ``[direct_start[t], direct_start[t + 1])`` (only
+    when a model's tables would exceed the budget) are computed row by row from the mask at the leaf."""
 
     n_features: int
     bias: float                  # base margin + every tree's expected value
-    max_slots: int               # the most split nodes + leaves of a tree
-    node_start: np.ndarray       # int64 [trees + 1]
-    n_numeric: np.ndarray        # int64 [trees]
-    root_slot: np.ndarray        # int64 [trees]
-    node_feature: np.ndarray     # int64
-    node_threshold: np.ndarray   # float64: a numeric split sends value <= threshold left
-    node_flags: np.ndarray       # int64 FLAG_*
-    cat_size: np.ndarray         # int64 per feature: 1 + the largest category any split lists (0: numeric)
-    node_lut: np.ndarray         # int64 per node: offset into luts (categorical splits)
-    luts: np.ndarray             # uint8: per categorical split, 1 = left for each category 0..size-1, then
-                                 # for any other category (or an invalid one), then for a missing value
+    group_rows: int              # the group limit the tables were built with
+    max_nodes: int               # the most split nodes of a tree
+    max_masks: int               # the most mask slots of a tree
+    max_groups: int              # the most groups of a tree
+    kind_start: np.ndarray       # int64 [trees, 5]
+    node_feature: np.ndarray     # int64 feature (numeric kinds)
+    node_threshold: np.ndarray   # float64: value <= threshold goes left (numeric kinds)
+    node_default: np.ndarray     # int64 KIND_ZERO: 1 if the default direction is left
+    cat_feature: np.ndarray      # int64 the categorical features
+    cat_size: np.ndarray         # int64 per categorical feature: 1 + the largest category any split lists
+    chunk_start: np.ndarray      # int64 [trees + 1]
+    chunk_cat: np.ndarray        # int64 the chunk's feature (its row of cat_feature)
+    chunk_slot: np.ndarray       # int64 decision slot of the chunk's first split
+    chunk_count: np.ndarray      # int64 splits in the chunk
+    chunk_offset: np.ndarray     # int64 into words
+    words: np.ndarray            # int64 per chunk and position (a category 0..size-1, then size: another or
+                                 # an invalid one, then size + 1: missing), bit b = 1 if split b goes left
     edge_start: np.ndarray       # int64 [trees + 1]
-    edge_parent: np.ndarray      # int64 slot (split node) of the parent
-    edge_child: np.ndarray       # int64 slot of the child
-    edge_left: np.ndarray        # int64 1 if the edge is the parent's left branch
+    edge_parent: np.ndarray      # int64 mask slot of the parent
+    edge_child: np.ndarray       # int64 mask slot of the child
+    edge_node: np.ndarray        # int64 decision slot of the parent
     edge_bit: np.ndarray         # int64 bit of the parent's feature in the path's feature numbering
-    edge_new: np.ndarray         # int64 1 if the path meets that feature for the first time
-    leaf_start: np.ndarray       # int64 [trees + 1]
-    leaf_slot: np.ndarray        # int64 slot whose agreement mask indexes the table
-    leaf_width: np.ndarray       # int64 1 for a leaf; 2 for two sibling leaves merged (see _Builder)
-    leaf_node: np.ndarray        # int64 the siblings' parent (its direction picks the table row); any for a leaf
-    leaf_feat_start: np.ndarray  # int64 [leaves + 1] into leaf_feats
-    leaf_feats: np.ndarray       # int64 the leaf's distinct path features, in path order
-    leaf_table_start: np.ndarray  # int64 [leaves] into tables
-    tables: np.ndarray           # float64, per leaf (2^d, d) row-major
-    float32_inputs: bool         # XGBoost compares float32 values
+    edge_code: np.ndarray        # int64 2 * (feature met before on the path) + (edge is the right branch)
+    group_start: np.ndarray      # int64 [trees + 1]
+    group_mask: np.ndarray       # int64 mask slot of the group's root
+    group_bit_start: np.ndarray  # int64 [groups + 1] into group_bits
+    group_bits: np.ndarray       # int64 decision slots of the group's split nodes (pre-order)
+    group_width: np.ndarray      # int64 columns of the group's table
+    sum_start: np.ndarray        # int64 [trees + 1]
+    sum_feature: np.ndarray      # int64
+    term_start: np.ndarray       # int64 [sums + 1]
+    term_group: np.ndarray       # int64 the group, numbered within its tree
+    term_offset: np.ndarray      # int64 into tables: the group's table + the feature's column
+    direct_start: np.ndarray     # int64 [trees + 1]
+    direct_mask: np.ndarray      # int64 mask slot of the leaf
+    direct_value: np.ndarray     # float64 the leaf's value
+    direct_feat_start: np.ndarray  # int64 [direct leaves + 1] into the three below
+    direct_feats: np.ndarray     # int64 the leaf's distinct path features, in path order
+    direct_ratio: np.ndarray     # float64 r of each (the product of its edges' cover fractions)
+    direct_weight: np.ndarray    # float64 the Shapley weights k!(d-k-1)!/d!, k = 0..d-1
+    tables: np.ndarray           # float64, per group (2^(path features + splits), columns) row-major
+    float32_inputs: bool         # XGBoost and scikit-learn compare float32 values
+    tiny_is_zero: bool = False   # LightGBM reads an input with |value| <= ZERO_THRESHOLD as 0
 
     @property
     def n_trees(self) -> int:
-        return len(self.node_start) - 1
+        return len(self.edge_start) - 1
 
     def contributions(self, X: np.ndarray, threads: int = 0) -> np.ndarray:
         """SHAP values, shape (n, n_features + 1): one column per feature, the last is the bias.
@@ -109,11 +183,15 @@ class TreeTables:
             if threads:
                 numba.set_num_threads(min(threads, numba.config.NUMBA_NUM_THREADS))
             try:
-                _kernel(X, out, self.max_slots, self.node_start, self.n_numeric, self.root_slot, self.node_feature,
-                        self.node_threshold, self.node_flags, self.cat_size, self.node_lut, self.luts,
-                        self.edge_start, self.edge_parent, self.edge_child, self.edge_left, self.edge_bit,
-                        self.edge_new, self.leaf_start, self.leaf_slot, self.leaf_width, self.leaf_node,
-                        self.leaf_feat_start, self.leaf_feats, self.leaf_table_start, self.tables, BLOCK_ROWS)
+                _kernel(X, out, self.max_nodes, self.max_masks, self.kind_start, self.node_feature,
+                        self.node_threshold, self.node_default, self.cat_feature, self.cat_size, self.chunk_start,
+                        self.chunk_cat, self.chunk_slot, self.chunk_count, self.chunk_offset, self.words,
+                        self.edge_start, self.edge_parent, self.edge_child, self.edge_node, self.edge_bit,
+                        self.edge_code, self.group_start, self.group_mask, self.group_bit_start, self.group_bits,
+                        self.group_width, self.max_groups, self.sum_start, self.sum_feature, self.term_start,
+                        self.term_group, self.term_offset, self.tables, self.direct_start, self.direct_mask,
+                        self.direct_value, self.direct_feat_start, self.direct_feats, self.direct_ratio,
+                        self.direct_weight, self.tiny_is_zero, BLOCK_ROWS)
             finally:
                 numba.set_num_threads(previous)
         out[:, -1] = self.bias
@@ -141,146 +219,312 @@ class Leaf:
     cover: float
 
 
-class _Builder:
-    """Collects trees (lists of Split / Leaf nodes, the root first) and flattens them."""
+class _Tree:
+    """A tree's nodes (the root first) and, per node, its subtree's split nodes in pre-order, its distinct
+    features in the order a pre-order walk meets them, and the most distinct path features of a leaf below."""
 
-    def __init__(self, n_features: int, float32_inputs: bool) -> None:
-        self.n_features = n_features
-        self.float32_inputs = float32_inputs
-        self.arrays: dict[str, list] = {name: [] for name in (
-            "n_numeric", "root_slot", "node_feature", "node_threshold", "node_flags", "node_cats", "edge_parent",
-            "edge_child", "edge_left", "edge_bit", "edge_new", "leaf_slot", "leaf_width", "leaf_node", "leaf_feats")}
-        self.node_start, self.edge_start, self.leaf_start, self.leaf_feat_start = [0], [0], [0], [0]
-        self.tables: list[np.ndarray] = []
-        self.expected = 0.0
-        self.max_slots = 1
-
-    def add_tree(self, nodes: list[Split | Leaf]) -> None:
-        a = self.arrays
-        root = nodes[0]
-        if isinstance(root, Leaf):  # a constant tree: only the bias
-            self.expected += root.value
-            a["n_numeric"].append(0)
-            a["root_slot"].append(0)
-            for start in (self.node_start, self.edge_start, self.leaf_start):
-                start.append(start[-1])
-            return
-        splits = [i for i, n in enumerate(nodes) if isinstance(n, Split)]
-        splits.sort(key=lambda i: nodes[i].categories is not None)  # numeric first (stable)
-        slot = {i: k for k, i in enumerate(splits)}
-        leaves = [i for i, n in enumerate(nodes) if isinstance(n, Leaf)]
-        slot.update({i: len(splits) + j for j, i in enumerate(leaves)})
-        self.max_slots = max(self.max_slots, len(slot))
-        a["n_numeric"].append(sum(nodes[i].categories is None for i in splits))
-        a["root_slot"].append(slot[0])
-        for i in splits:
-            n = nodes[i]
-            a["node_feature"].append(n.feature)
-            a["node_threshold"].append(n.threshold)
-            a["node_flags"].append(n.flags)
-            a["node_cats"].append(n.categories)
-        total = root.cover
-        # pre-order walk: (node, distinct features met so far, their cover fractions)
-        stack: list[tuple[int, list[int], list[float]]] = [(0, [], [])]
+    def __init__(self, nodes: list[Split | Leaf]) -> None:
+        self.nodes = nodes
+        order, stack = [], [0]
         while stack:
-            i, path_feats, ratios = stack.pop()
+            i = stack.pop()
+            order.append(i)
+            node = nodes[i]
+            if isinstance(node, Split):
+                stack += [node.right, node.left]
+        self.splits: dict[int, list[int]] = {}
+        self.features: dict[int, list[int]] = {}
+        self.deepest: dict[int, int] = {}
+        path_features = {0: frozenset()}
+        for i in order:
+            node = nodes[i]
+            if isinstance(node, Split):
+                path_features[node.left] = path_features[node.right] = path_features[i] | {node.feature}
+        for i in reversed(order):
             node = nodes[i]
             if isinstance(node, Leaf):
-                self._leaf(path_feats, slot[i], 1, 0, _leaf_table(node.value, np.array(ratios, dtype=np.float64)))
-                self.expected += node.value * _fraction(node.cover, total)
-                continue
-            new = node.feature not in path_feats
-            bit = len(path_feats) if new else path_feats.index(node.feature)
-            feats = [*path_feats, node.feature] if new else path_feats
+                self.splits[i], self.features[i] = [], []
+                self.deepest[i] = len(path_features[i])
+            else:
+                self.splits[i] = [i, *self.splits[node.left], *self.splits[node.right]]
+                self.features[i] = list(dict.fromkeys(
+                    [node.feature, *self.features[node.left], *self.features[node.right]]))
+                self.deepest[i] = max(self.deepest[node.left], self.deepest[node.right])
+        self.leaf_features = [self.deepest[i] for i in order if isinstance(nodes[i], Leaf)]
 
-            def child_ratios(child: int) -> list[float]:
-                fraction = _fraction(nodes[child].cover, node.cover)  # noqa: B023 (used at once)
-                return [*ratios, fraction] if new else [  # noqa: B023
-                    r * fraction if k == bit else r for k, r in enumerate(ratios)]  # noqa: B023
+    def is_group(self, i: int, path_features: int, limit: int, table_features: int) -> bool:
+        """Whether node i (the path to it meets ``path_features`` distinct features) is a group: a leaf with at
+        most ``table_features`` of them, or a subtree whose table has at most ``limit`` rows and no leaf with
+        more. (A leaf that is not a group is computed without a table.)"""
+        if isinstance(self.nodes[i], Leaf):
+            return path_features <= table_features
+        return (1 << (path_features + len(self.splits[i]))) <= limit and self.deepest[i] <= table_features
 
-            left, right = nodes[node.left], nodes[node.right]
-            if isinstance(left, Leaf) and isinstance(right, Leaf):
-                # two sibling leaves: one table indexed by the parent's mask and direction, so a row reads
-                # one table row for both
-                t_left = _leaf_table(left.value, np.array(child_ratios(node.left)))
-                t_right = _leaf_table(right.value, np.array(child_ratios(node.right)))
-                m = np.arange(1 << len(path_feats))[:, None]
-                g = np.array([[0, 1]])                         # 1: the row goes left at the parent
-                if new:
-                    mask_left, mask_right = m | (g << bit), m | ((1 - g) << bit)
-                else:
-                    mask_left, mask_right = m & ~((1 - g) << bit), m & ~(g << bit)
-                table = t_left[mask_left.ravel()] + t_right[mask_right.ravel()]
-                self._leaf(feats, slot[i], 2, slot[i], table)
-                self.expected += (left.value * _fraction(left.cover, total)
-                                  + right.value * _fraction(right.cover, total))
-                continue
-            for child, goes_left in ((node.right, False), (node.left, True)):
-                a["edge_parent"].append(slot[i])
-                a["edge_child"].append(slot[child])
-                a["edge_left"].append(int(goes_left))
-                a["edge_bit"].append(bit)
-                a["edge_new"].append(int(new))
-                stack.append((child, feats, child_ratios(child)))
-        self.node_start.append(len(a["node_feature"]))
-        self.edge_start.append(len(a["edge_parent"]))
-        self.leaf_start.append(len(a["leaf_slot"]))
+    def table_size(self, limit: int, table_features: int) -> int:
+        """Numbers in the tables of this tree's groups (top-down: the first node that is a group)."""
+        total, stack = 0, [(0, ())]
+        while stack:
+            i, path = stack.pop()
+            node = self.nodes[i]
+            if self.is_group(i, len(path), limit, table_features):
+                total += (1 << (len(path) + len(self.splits[i]))) * len(set(path).union(self.features[i]))
+            elif isinstance(node, Split):
+                below = path if node.feature in path else (*path, node.feature)
+                stack += [(node.right, below), (node.left, below)]
+        return total
 
-    def _leaf(self, feats: list[int], mask_slot: int, width: int, node: int, table: np.ndarray) -> None:
-        if len(feats) > MAX_PATH_FEATURES:
-            raise ValueError(f"a leaf's path splits on {len(feats)} distinct features (more than "
-                             f"{MAX_PATH_FEATURES}): its SHAP table would be too large")
-        a = self.arrays
-        a["leaf_slot"].append(mask_slot)
-        a["leaf_width"].append(width)
-        a["leaf_node"].append(node)
-        a["leaf_feats"] += feats
-        self.leaf_feat_start.append(len(a["leaf_feats"]))
-        self.tables.append(table.ravel())
+
+class _Builder:
+    """Collects trees (lists of Split / Leaf nodes, the root first), groups and flattens them.
+
+    ``group_rows``: the group limit (None: chosen by :meth:`_plan` so that the tables fit in ``table_budget``
+    bytes, default TABLE_BUDGET)."""
+
+    def __init__(self, n_features: int, float32_inputs: bool, group_rows: int | None = None,
+                 table_budget: int | None = None, tiny_is_zero: bool = False) -> None:
+        self.n_features = n_features
+        self.float32_inputs = float32_inputs
+        self.tiny_is_zero = tiny_is_zero
+        self.group_rows = group_rows
+        self.table_budget = table_budget
+        self.trees: list[_Tree | None] = []   # None: a constant tree
+        self.expected = 0.0
+
+    def add_tree(self, nodes: list[Split | Leaf]) -> None:
+        if isinstance(nodes[0], Leaf):  # a constant tree: only the bias
+            self.expected += nodes[0].value
+            self.trees.append(None)
+            return
+        tree = _Tree(nodes)
+        if tree.deepest[0] > MAX_PATH_FEATURES:
+            raise ValueError(f"a leaf's path splits on {tree.deepest[0]} distinct features (more than "
+                             f"{MAX_PATH_FEATURES}): its agreement mask would not fit in 32 bits")
+        self.trees.append(tree)
+
+    def _plan(self) -> tuple[int, int]:
+        """The group limit and the most distinct path features of a leaf with a table. Explicit ``group_rows``:
+        it, every leaf a table (up to MAX_TABLE_FEATURES). Otherwise the largest power of two up to GROUP_ROWS
+        whose tables fit in the budget; if even the leaves' own tables do not fit (groups of 1 row: every leaf
+        its own table), the leaves with the most distinct path features go without one until they do."""
+        if self.group_rows is not None:
+            return self.group_rows, MAX_TABLE_FEATURES
+        trees = [t for t in self.trees if t is not None]
+        budget_bytes = TABLE_BUDGET if self.table_budget is None else self.table_budget
+        budget = budget_bytes // 8
+        leaves = np.bincount([d for t in trees for d in t.leaf_features], minlength=MAX_PATH_FEATURES + 1)
+        numbers = leaves * (1 << np.arange(len(leaves), dtype=np.int64)) * np.arange(len(leaves))
+        table_features = MAX_TABLE_FEATURES
+        while table_features > 0 and numbers[:table_features + 1].sum() > budget:
+            table_features -= 1
+        without = int(leaves[table_features + 1:].sum())
+        if without:
+            log.warning("the SHAP tables of this model's leaves alone would need %.0f MB (budget %.0f MB): its %d "
+                        "leaves with more than %d distinct path features are computed without tables (slower)",
+                        numbers.sum() * 8 / 2**20, budget_bytes / 2**20, without, table_features)
+        limit = GROUP_ROWS
+        while limit > 1 and sum(t.table_size(limit, table_features) for t in trees) > budget:
+            limit //= 2
+        if limit < GROUP_ROWS:
+            log.info("SHAP tables with groups of at most %d rows (those of %d would exceed %.0f MB)", limit,
+                     GROUP_ROWS, budget_bytes / 2**20)
+        return limit, table_features
 
     def build(self, base_margin: float) -> TreeTables:
-        a = self.arrays
-        n_nodes = len(a["node_feature"])
-        cat_size = np.zeros(self.n_features, dtype=np.int64)
-        for f, cats in zip(a["node_feature"], a["node_cats"], strict=True):
-            if cats is not None:
-                cat_size[f] = max(cat_size[f], max([int(c) + 1 for c in cats if int(c) >= 0], default=1))
-        node_lut = np.zeros(n_nodes, dtype=np.int64)
-        luts: list[np.ndarray] = []
-        offset = 0
-        for k, cats in enumerate(a["node_cats"]):
-            if cats is None:
+        limit, table_features = self._plan()
+        splits = [n for t in self.trees if t is not None for n in t.nodes if isinstance(n, Split)]
+        # categorical features: positions 0..size-1 (a category), size (another), size + 1 (missing)
+        cat_size: dict[int, int] = {}
+        for n in splits:
+            if n.categories is not None:
+                cat_size[n.feature] = max(cat_size.get(n.feature, 1),
+                                          max([int(c) + 1 for c in n.categories if int(c) >= 0], default=1))
+        cat_feature = sorted(cat_size)
+        cat_row = {f: q for q, f in enumerate(cat_feature)}
+        a: dict[str, list] = {name: [] for name in (
+            "node_feature", "node_threshold", "node_default", "chunk_cat", "chunk_slot", "chunk_count",
+            "chunk_offset", "edge_parent", "edge_child", "edge_node", "edge_bit", "edge_code", "group_mask",
+            "group_bits", "group_width", "sum_feature", "term_group", "term_offset", "direct_mask", "direct_value",
+            "direct_feats", "direct_ratio", "direct_weight")}
+        words: list[np.ndarray] = []
+        n_words = 0
+        kind_start, chunk_start, edge_start, group_start = [], [0], [0], [0]
+        group_bit_start, sum_start, term_start, direct_start, direct_feat_start = [0], [0], [0], [0], [0]
+        tables: list[np.ndarray] = []
+        n_numbers = 0
+        max_nodes = max_masks = max_groups = 1
+        for tree in self.trees:
+            first = len(a["node_feature"])
+            if tree is None:
+                kind_start.append([first] * 5)
+                for start in (chunk_start, edge_start, group_start, sum_start, direct_start):
+                    start.append(start[-1])
                 continue
-            flags = a["node_flags"][k]
-            size = int(cat_size[a["node_feature"][k]])
-            listed = np.zeros(size + 2, dtype=bool)
-            listed[[int(c) for c in cats if 0 <= int(c) < size]] = True
-            lut = listed != bool(flags & FLAG_LISTED_RIGHT)      # slot `size`: not listed (or invalid)
-            if flags & FLAG_MISSING_NAN:                           # slot size + 1: a missing value
-                lut[size + 1] = bool(flags & FLAG_DEFAULT_LEFT)
-            node_lut[k] = offset
-            luts.append(lut.astype(np.uint8))
-            offset += size + 2
-        sizes = [t.size for t in self.tables]
+            nodes = tree.nodes
+            kinds = {i: _kind(nodes[i]) for i in tree.splits[0]}
+            # by kind, categorical ones by feature (stable: pre-order within each)
+            order = sorted(tree.splits[0], key=lambda i: (kinds[i], nodes[i].feature if kinds[i] == KIND_CAT else 0))
+            slot = {i: k for k, i in enumerate(order)}
+            max_nodes = max(max_nodes, len(order))
+            kind_start.append([first + sum(kinds[i] < k for i in order) for k in range(4)] + [first + len(order)])
+            for i in order:
+                n = nodes[i]
+                a["node_feature"].append(n.feature)
+                a["node_threshold"].append(n.threshold)
+                a["node_default"].append(int(bool(n.flags & FLAG_DEFAULT_LEFT)))
+            categorical = [i for i in order if kinds[i] == KIND_CAT]
+            for k, i in enumerate(categorical):
+                if k % 64 and nodes[i].feature == nodes[categorical[k - 1]].feature and a["chunk_count"][-1] < 64:
+                    a["chunk_count"][-1] += 1
+                    b = np.uint64(a["chunk_count"][-1] - 1)
+                else:                                   # a new chunk
+                    a["chunk_cat"].append(cat_row[nodes[i].feature])
+                    a["chunk_slot"].append(slot[i])
+                    a["chunk_count"].append(1)
+                    a["chunk_offset"].append(n_words)
+                    words.append(np.zeros(cat_size[nodes[i].feature] + 2, dtype=np.uint64))
+                    n_words += len(words[-1])
+                    b = np.uint64(0)
+                words[-1] |= _directions(nodes[i], cat_size[nodes[i].feature]).astype(np.uint64) << b
+            chunk_start.append(len(a["chunk_cat"]))
+            total = nodes[0].cover
+            # from the root down to the group roots: (node, distinct path features, their cover fractions,
+            # mask slot)
+            stack: list[tuple[int, list[int], list[float], int]] = [(0, [], [], 0)]
+            n_masks = 1
+            terms: dict[int, list[tuple[int, int]]] = {}   # feature: (group in the tree, offset of its column)
+            while stack:
+                i, feats, ratios, mask_slot = stack.pop()
+                node = nodes[i]
+                if isinstance(node, Leaf) and not tree.is_group(i, len(feats), limit, table_features):
+                    d = len(feats)                      # a leaf without a table
+                    a["direct_mask"].append(mask_slot)
+                    a["direct_value"].append(node.value)
+                    a["direct_feats"] += feats
+                    a["direct_ratio"] += ratios
+                    a["direct_weight"] += [math.factorial(k) * math.factorial(d - k - 1) / math.factorial(d)
+                                           for k in range(d)]
+                    direct_feat_start.append(len(a["direct_feats"]))
+                    self.expected += node.value * _fraction(node.cover, total)
+                    continue
+                if tree.is_group(i, len(feats), limit, table_features):
+                    table, columns = self._group(tree, i, feats, ratios, total)
+                    for j, f in enumerate(columns):
+                        terms.setdefault(f, []).append((len(a["group_mask"]) - group_start[-1], n_numbers + j))
+                    a["group_mask"].append(mask_slot)
+                    a["group_bits"] += [slot[k] for k in tree.splits[i]]
+                    a["group_width"].append(len(columns))
+                    group_bit_start.append(len(a["group_bits"]))
+                    tables.append(table.ravel())
+                    n_numbers += table.size
+                    continue
+                new = node.feature not in feats
+                bit = len(feats) if new else feats.index(node.feature)
+                below = [*feats, node.feature] if new else feats
+                for child, right in ((node.right, 1), (node.left, 0)):
+                    fraction = _fraction(nodes[child].cover, node.cover)
+                    child_ratios = [*ratios, fraction] if new else [
+                        r * fraction if k == bit else r for k, r in enumerate(ratios)]
+                    a["edge_parent"].append(mask_slot)
+                    a["edge_child"].append(n_masks)
+                    a["edge_node"].append(slot[i])
+                    a["edge_bit"].append(bit)
+                    a["edge_code"].append(2 * (not new) + right)
+                    stack.append((child, below, child_ratios, n_masks))
+                    n_masks += 1
+            max_masks = max(max_masks, n_masks)
+            max_groups = max(max_groups, len(a["group_mask"]) - group_start[-1])
+            edge_start.append(len(a["edge_parent"]))
+            group_start.append(len(a["group_mask"]))
+            for f in sorted(terms):
+                a["sum_feature"].append(f)
+                a["term_group"] += [g for g, _ in terms[f]]
+                a["term_offset"] += [offset for _, offset in terms[f]]
+                term_start.append(len(a["term_group"]))
+            sum_start.append(len(a["sum_feature"]))
+            direct_start.append(len(a["direct_mask"]))
 
         def i64(values) -> np.ndarray:
             return np.asarray(values, dtype=np.int64).reshape(-1)
 
         return TreeTables(
-            n_features=self.n_features, bias=float(base_margin + self.expected), max_slots=self.max_slots,
-            node_start=i64(self.node_start), n_numeric=i64(a["n_numeric"]), root_slot=i64(a["root_slot"]),
+            n_features=self.n_features, bias=float(base_margin + self.expected), group_rows=limit,
+            max_nodes=max_nodes, max_masks=max_masks, max_groups=max_groups,
+            kind_start=np.asarray(kind_start, dtype=np.int64).reshape(-1, 5),
             node_feature=i64(a["node_feature"]),
             node_threshold=np.asarray(a["node_threshold"], dtype=np.float64).reshape(-1),
-            node_flags=i64(a["node_flags"]), cat_size=cat_size, node_lut=node_lut,
-            luts=np.concatenate(luts) if luts else np.zeros(1, dtype=np.uint8), edge_start=i64(self.edge_start),
-            edge_parent=i64(a["edge_parent"]),
-            edge_child=i64(a["edge_child"]), edge_left=i64(a["edge_left"]), edge_bit=i64(a["edge_bit"]),
-            edge_new=i64(a["edge_new"]), leaf_start=i64(self.leaf_start), leaf_slot=i64(a["leaf_slot"]),
-            leaf_width=i64(a["leaf_width"]), leaf_node=i64(a["leaf_node"]),
-            leaf_feat_start=i64(self.leaf_feat_start), leaf_feats=i64(a["leaf_feats"]),
-            leaf_table_start=i64(np.concatenate([[0], np.cumsum(sizes)[:-1]]) if sizes else []),
-            tables=np.concatenate(self.tables) if self.tables else np.zeros(0), float32_inputs=self.float32_inputs,
+            node_default=i64(a["node_default"]), cat_feature=i64(cat_feature),
+            cat_size=i64([cat_size[f] for f in cat_feature]), chunk_start=i64(chunk_start),
+            chunk_cat=i64(a["chunk_cat"]), chunk_slot=i64(a["chunk_slot"]), chunk_count=i64(a["chunk_count"]),
+            chunk_offset=i64(a["chunk_offset"]),
+            words=np.concatenate(words).view(np.int64) if words else np.zeros(1, dtype=np.int64),
+            edge_start=i64(edge_start), edge_parent=i64(a["edge_parent"]), edge_child=i64(a["edge_child"]),
+            edge_node=i64(a["edge_node"]), edge_bit=i64(a["edge_bit"]), edge_code=i64(a["edge_code"]),
+            group_start=i64(group_start), group_mask=i64(a["group_mask"]), group_bit_start=i64(group_bit_start),
+            group_bits=i64(a["group_bits"]), group_width=i64(a["group_width"]), sum_start=i64(sum_start),
+            sum_feature=i64(a["sum_feature"]), term_start=i64(term_start), term_group=i64(a["term_group"]),
+            term_offset=i64(a["term_offset"]), direct_start=i64(direct_start), direct_mask=i64(a["direct_mask"]),
+            direct_value=np.asarray(a["direct_value"], dtype=np.float64),
+            direct_feat_start=i64(direct_feat_start), direct_feats=i64(a["direct_feats"]),
+            direct_ratio=np.asarray(a["direct_ratio"], dtype=np.float64),
+            direct_weight=np.asarray(a["direct_weight"], dtype=np.float64),
+            tables=np.concatenate(tables) if tables else np.zeros(0), float32_inputs=self.float32_inputs,
+            tiny_is_zero=self.tiny_is_zero,
         )
+
+    def _group(self, tree: _Tree, root: int, feats: list[int], ratios: list[float],
+               total: float) -> tuple[np.ndarray, list[int]]:
+        """The table of the group rooted at ``root`` (the path to it meets ``feats`` with cover fractions
+        ``ratios``): the sum over its leaves of each leaf's table at the leaf's agreement mask, which follows
+        from the row's mask at the root and its decisions at the group's split nodes. Also adds the leaves'
+        expected values to the bias."""
+        nodes = tree.nodes
+        inner = tree.splits[root]
+        s = len(inner)
+        columns = list(dict.fromkeys([*feats, *tree.features[root]]))
+        position = {f: j for j, f in enumerate(columns)}
+        rows = np.arange(1 << (len(feats) + s), dtype=np.int64)
+        goes_left = {k: (rows >> (s - 1 - q)) & 1 for q, k in enumerate(inner)}
+        table = np.zeros((len(rows), len(columns)))
+        stack: list[tuple[int, list[int], list[float], np.ndarray]] = [(root, feats, ratios, rows >> s)]
+        while stack:
+            i, path, r, mask = stack.pop()
+            node = nodes[i]
+            if isinstance(node, Leaf):
+                if path:
+                    _add_rows(table, np.array([position[f] for f in path], dtype=np.int64),
+                              _leaf_table(node.value, np.array(r)), mask)
+                self.expected += node.value * _fraction(node.cover, total)
+                continue
+            new = node.feature not in path
+            bit = len(path) if new else path.index(node.feature)
+            below = [*path, node.feature] if new else path
+            go = goes_left[i]
+            for child, agree in ((node.right, 1 - go), (node.left, go)):
+                fraction = _fraction(nodes[child].cover, node.cover)
+                child_r = [*r, fraction] if new else [x * fraction if k == bit else x for k, x in enumerate(r)]
+                child_mask = mask | (agree << bit) if new else mask & ~((1 - agree) << bit)
+                stack.append((child, below, child_r, child_mask))
+        return table, columns
+
+
+def _kind(node: Split) -> int:
+    if node.categories is not None:
+        return KIND_CAT
+    if node.flags & FLAG_MISSING_ZERO:
+        return KIND_ZERO
+    # NaN goes the default way (NaN is missing), or as a zero would (LightGBM missing type None)
+    nan_left = bool(node.flags & FLAG_DEFAULT_LEFT) if node.flags & FLAG_MISSING_NAN else node.threshold >= 0.0
+    return KIND_NGT if nan_left else KIND_LE
+
+
+def _directions(node: Split, size: int) -> np.ndarray:
+    """A categorical split's direction (True = left) for positions 0..size + 1 (see TreeTables.words)."""
+    listed = np.zeros(size + 2, dtype=bool)
+    listed[[int(c) for c in node.categories if 0 <= int(c) < size]] = True
+    lut = listed != bool(node.flags & FLAG_LISTED_RIGHT)     # position `size`: not listed (or invalid)
+    if node.flags & FLAG_MISSING_NAN:                          # position size + 1: a missing value
+        lut[size + 1] = bool(node.flags & FLAG_DEFAULT_LEFT)
+    return lut
 
 
 def _leaf_table(value: float, r: np.ndarray) -> np.ndarray:
@@ -290,38 +534,72 @@ def _leaf_table(value: float, r: np.ndarray) -> np.ndarray:
     if d == 0:
         return np.zeros((1, 0))
     w = np.array([math.factorial(k) * math.factorial(d - k - 1) / math.factorial(d) for k in range(d)])
-    masks = np.arange(1 << d)
-    bits = ((masks[:, None] >> np.arange(d)[None, :]) & 1).astype(bool)       # (2^d, d)
-    # elementary symmetric polynomials e_j of the r of each mask's features
-    e = np.zeros((1 << d, d + 1))
-    e[:, 0] = 1.0
-    for j in range(d):
-        rj = np.where(bits[:, j], r[j], 0.0)[:, None]
-        e[:, 1:] = e[:, 1:] + rj * e[:, :-1]
-    size = bits.sum(axis=1)
+    return _leaf_table_of(float(value), np.asarray(r, dtype=np.float64), w)
+
+
+@numba.njit(cache=True, nogil=True)
+def _leaf_table_of(value, r, w):
+    """:func:`_leaf_table` with the Shapley weights w(k) = k!(d-k-1)!/d!, mask by mask: a mask's elementary
+    symmetric polynomials of its features' r are those of the mask without its highest feature times
+    (1 + r_h x)."""
+    d = r.shape[0]
+    n = 1 << d
+    e = np.zeros((n, d + 1))
+    e[0, 0] = 1.0
+    size = np.zeros(n, dtype=np.int64)
+    high = 0
+    for mask in range(1, n):
+        if mask >= 2 << high:
+            high += 1
+        below = mask ^ (1 << high)
+        size[mask] = size[below] + 1
+        rh = r[high]
+        e[mask, 0] = e[below, 0]
+        for i in range(1, d + 1):
+            e[mask, i] = e[below, i] + rh * e[below, i - 1]
     # G(B) = sum_k w(k) e_{|B|-k}(r_B); only needed for |B| < d (B never holds every feature)
-    g = np.zeros(1 << d)
-    for k in range(d):
-        has = size >= k
-        g[has] += w[k] * e[masks[has], size[has] - k]
-    r_out = np.prod(np.where(bits, 1.0, r[None, :]), axis=1)                  # product over U \\ A
-    table = np.empty((1 << d, d))
-    for j in range(d):
-        without = masks & ~(1 << j)
-        table[:, j] = np.where(bits[:, j], value * (1.0 - r[j]) * r_out * g[without], -value * r_out * g)
+    g = np.zeros(n)
+    for mask in range(n):
+        total = 0.0
+        for k in range(min(d - 1, size[mask]) + 1):
+            total += w[k] * e[mask, size[mask] - k]
+        g[mask] = total
+    table = np.empty((n, d))
+    for mask in range(n):
+        r_out = 1.0                                                          # product over U \\ A
+        for j in range(d):
+            if not (mask >> j) & 1:
+                r_out *= r[j]
+        for j in range(d):
+            if (mask >> j) & 1:
+                table[mask, j] = value * (1.0 - r[j]) * r_out * g[mask & ~(1 << j)]
+            else:
+                table[mask, j] = -value * r_out * g[mask]
     return table
+
+
+@numba.njit(cache=True, nogil=True)
+def _add_rows(table, columns, leaf, mask):
+    """table[i, columns] += leaf[mask[i]] for every row i."""
+    for i in range(mask.shape[0]):
+        source = leaf[mask[i]]
+        target = table[i]
+        for j in range(columns.shape[0]):
+            target[columns[j]] += source[j]
 
 
 def _fraction(child: float, parent: float) -> float:
     return child / parent if parent > 0 else 0.0
 
 
-def from_lightgbm(booster) -> TreeTables:
+def from_lightgbm(booster, group_rows: int | None = None, table_budget: int | None = None) -> TreeTables:
     """Tables of a LightGBM binary model (``lightgbm.Booster``); cover = the training rows of a node."""
     dump = booster.dump_model()
     if dump.get("num_tree_per_iteration", 1) != 1:
         raise ValueError("only single-output LightGBM models are supported")
-    builder = _Builder(int(dump["max_feature_idx"]) + 1, float32_inputs=False)
+    # LightGBM keeps a row's values as (feature, value) pairs without those within ZERO_THRESHOLD of zero
+    builder = _Builder(int(dump["max_feature_idx"]) + 1, float32_inputs=False, group_rows=group_rows,
+                       table_budget=table_budget, tiny_is_zero=True)
     missing_flags = {"None": 0, "Zero": FLAG_MISSING_ZERO, "NaN": FLAG_MISSING_NAN}
     for tree in dump["tree_info"]:
         nodes: list[Split | Leaf | None] = []
@@ -351,7 +629,7 @@ def from_lightgbm(booster) -> TreeTables:
     return builder.build(0.0)
 
 
-def from_xgboost(booster) -> TreeTables:
+def from_xgboost(booster, group_rows: int | None = None, table_budget: int | None = None) -> TreeTables:
     """Tables of an XGBoost binary model (``xgboost.Booster``, gbtree); cover = the hessian sum."""
     model = json.loads(bytes(booster.save_raw("json")))
     learner = model["learner"]
@@ -369,7 +647,8 @@ def from_xgboost(booster) -> TreeTables:
         base_margin = base
     else:
         raise ValueError(f"unsupported XGBoost objective {objective!r}")
-    builder = _Builder(int(params["num_feature"]), float32_inputs=True)
+    builder = _Builder(int(params["num_feature"]), float32_inputs=True, group_rows=group_rows,
+                       table_budget=table_budget)
     for tree in gbm["model"]["trees"]:
         left, right = tree["left_children"], tree["right_children"]
         cover = tree["sum_hessian"]
@@ -394,13 +673,14 @@ def from_xgboost(booster) -> TreeTables:
     return builder.build(base_margin)
 
 
-def from_sklearn(estimator) -> TreeTables:
+def from_sklearn(estimator, group_rows: int | None = None, table_budget: int | None = None) -> TreeTables:
     """Tables of a scikit-learn binary ``DecisionTreeClassifier`` or ``RandomForestClassifier``: values in
     probability of the second class (a forest averages its trees); cover = weighted training samples."""
     trees = [e.tree_ for e in estimator.estimators_] if hasattr(estimator, "estimators_") else [estimator.tree_]
     if len(getattr(estimator, "classes_", [0, 1])) != 2:
         raise ValueError("only binary scikit-learn classifiers are supported")
-    builder = _Builder(int(estimator.n_features_in_), float32_inputs=True)   # scikit-learn compares float32
+    builder = _Builder(int(estimator.n_features_in_), float32_inputs=True,   # scikit-learn compares float32
+                       group_rows=group_rows, table_budget=table_budget)
     for tree in trees:
         value = tree.value[:, 0, :]
         share = value[:, 1] / np.maximum(value.sum(axis=1), 1e-300) / len(trees)
@@ -422,24 +702,17 @@ def from_sklearn(estimator) -> TreeTables:
 # the kernel
 
 
-@numba.njit(inline="always")
-def _numeric_left(x, k, threshold, flags):
-    """A numeric split as LightGBM (Tree::NumericalDecision) and XGBoost route a value (branch-free)."""
-    f = flags[k]
-    nan = np.isnan(x)
-    x0 = 0.0 if nan else x
-    missing = (nan & ((f & FLAG_MISSING_NAN) != 0)) | (((f & FLAG_MISSING_ZERO) != 0) & (-1e-35 <= x0 <= 1e-35))
-    return ((f & FLAG_DEFAULT_LEFT) != 0) if missing else x0 <= threshold[k]
-
-
 @numba.njit(parallel=True, cache=True, nogil=True)
-def _kernel(X, out, max_slots, node_start, n_numeric, root_slot, node_feature, node_threshold, node_flags,
-            cat_size, node_lut, luts, edge_start, edge_parent, edge_child, edge_left, edge_bit,
-            edge_new, leaf_start, leaf_slot, leaf_width, leaf_node, leaf_feat_start, leaf_feats, leaf_table_start,
-            tables, block):
+def _kernel(X, out, max_nodes, max_masks, kind_start, node_feature, node_threshold, node_default, cat_feature,
+            cat_size, chunk_start, chunk_cat, chunk_slot, chunk_count, chunk_offset, words, edge_start, edge_parent,
+            edge_child, edge_node, edge_bit, edge_code, group_start, group_mask, group_bit_start, group_bits,
+            group_width, max_groups, sum_start, sum_feature, term_start, term_group, term_offset, tables,
+            direct_start, direct_mask, direct_value, direct_feat_start, direct_feats, direct_ratio, direct_weight,
+            tiny_is_zero, block):
     """Blocks of rows in parallel; inside a block every step is a loop over the block's rows (SIMD)."""
     n, n_features = X.shape
-    n_trees = node_start.shape[0] - 1
+    n_out = out.shape[1]
+    n_trees = edge_start.shape[0] - 1
     n_blocks = (n + block - 1) // block
     for b in numba.prange(n_blocks):
         lo = b * block
@@ -448,69 +721,155 @@ def _kernel(X, out, max_slots, node_start, n_numeric, root_slot, node_feature, n
         for r in range(m):
             for f in range(n_features):
                 xt[f, r] = X[lo + r, f]
-        # categories as lookup positions: the code, or `size` (another or an invalid one), or size + 1 (missing)
-        cidx = np.zeros((n_features, m), dtype=np.int64)
-        for f in range(n_features):
-            size = cat_size[f]
-            if size > 0:
+        if tiny_is_zero:
+            for f in range(n_features):
                 x = xt[f]
-                c = cidx[f]
                 for r in range(m):
                     v = x[r]
-                    inside = (v >= 0.0) & (v < size)
-                    c[r] = np.int64(v) if inside else (size + 1 if np.isnan(v) else size)
-        acc = np.zeros((out.shape[1], m))
-        left = np.zeros((max_slots, m), dtype=np.int64)
-        mask_at = np.zeros((max_slots, m), dtype=np.int64)
-        idx = np.zeros(m, dtype=np.int64)
+                    x[r] = 0.0 if (v >= -ZERO_THRESHOLD) & (v <= ZERO_THRESHOLD) else v
+        # categories as positions: the code, or `size` (another or an invalid one), or size + 1 (missing)
+        cpos = np.empty((cat_feature.shape[0], m), dtype=np.uint32)
+        for c in range(cat_feature.shape[0]):
+            size = cat_size[c]
+            x = xt[cat_feature[c]]
+            p = cpos[c]
+            for r in range(m):
+                v = x[r]
+                inside = (v >= 0.0) & (v < size)
+                p[r] = np.uint32(v) if inside else (size + 1 if np.isnan(v) else size)
+        acc = np.zeros((n_out, m))
+        dec = np.zeros((max_nodes, m), dtype=np.uint8)
+        masks = np.zeros((max_masks, m), dtype=np.int32)
+        rows = np.zeros((max_groups, m), dtype=np.uint32)   # per group of the tree: the row's table row
+        word = np.zeros(m, dtype=np.int64)
+        poly = np.zeros(MAX_PATH_FEATURES + 1)
+        poly_without = np.zeros(MAX_PATH_FEATURES + 1)
         for t in range(n_trees):
-            first = node_start[t]
-            split = first + n_numeric[t]
-            for k in range(first, split):
+            first = kind_start[t, 0]
+            for k in range(kind_start[t, KIND_LE], kind_start[t, KIND_LE + 1]):
                 x = xt[node_feature[k]]
-                go = left[k - first]
+                threshold = node_threshold[k]
+                go = dec[k - first]
                 for r in range(m):
-                    go[r] = _numeric_left(x[r], k, node_threshold, node_flags)
-            for k in range(split, node_start[t + 1]):
-                c = cidx[node_feature[k]]
-                go = left[k - first]
-                lut = luts[node_lut[k]:]
+                    go[r] = x[r] <= threshold
+            for k in range(kind_start[t, KIND_NGT], kind_start[t, KIND_NGT + 1]):
+                x = xt[node_feature[k]]
+                threshold = node_threshold[k]
+                go = dec[k - first]
                 for r in range(m):
-                    go[r] = lut[c[r]]
-            # agreement masks, parent before child: a new feature adds its bit if the row goes this way, a
-            # repeated one clears it if it does not
-            mask_at[root_slot[t]] = 0
+                    go[r] = not (x[r] > threshold)
+            for k in range(kind_start[t, KIND_ZERO], kind_start[t, KIND_ZERO + 1]):
+                x = xt[node_feature[k]]
+                threshold = node_threshold[k]
+                default = node_default[k] != 0
+                go = dec[k - first]
+                for r in range(m):
+                    v = x[r]
+                    missing = np.isnan(v) | ((v >= -ZERO_THRESHOLD) & (v <= ZERO_THRESHOLD))
+                    go[r] = default if missing else v <= threshold
+            for c in range(chunk_start[t], chunk_start[t + 1]):
+                p = cpos[chunk_cat[c]]
+                lookup = words[chunk_offset[c]:]
+                for r in range(m):
+                    word[r] = lookup[p[r]]
+                for q in range(chunk_count[c]):
+                    go = dec[chunk_slot[c] + q]
+                    for r in range(m):
+                        go[r] = (word[r] >> q) & 1
+            # agreement masks down to the group roots, parent before child: a new feature adds its bit if the
+            # row goes this way, a repeated one clears it if it does not
             for e in range(edge_start[t], edge_start[t + 1]):
-                parent = mask_at[edge_parent[e]]
-                go = left[edge_parent[e]]
-                child = mask_at[edge_child[e]]
+                parent = masks[edge_parent[e]]
+                child = masks[edge_child[e]]
+                go = dec[edge_node[e]]
                 bit = edge_bit[e]
-                way = edge_left[e]
-                if edge_new[e]:
+                code = edge_code[e]
+                if code == 0:    # new feature, left branch
                     for r in range(m):
-                        child[r] = parent[r] | (np.int64(go[r] == way) << bit)
-                else:
+                        child[r] = parent[r] | (np.int32(go[r]) << bit)
+                elif code == 1:  # new feature, right branch
                     for r in range(m):
-                        child[r] = parent[r] & ~(np.int64(go[r] != way) << bit)
-            for leaf in range(leaf_start[t], leaf_start[t + 1]):
-                fs = leaf_feat_start[leaf]
-                d = leaf_feat_start[leaf + 1] - fs
-                masks = mask_at[leaf_slot[leaf]]
-                go = left[leaf_node[leaf]]
-                width = leaf_width[leaf]
-                start = leaf_table_start[leaf]
-                if width == 1:
+                        child[r] = parent[r] | (np.int32(go[r] ^ 1) << bit)
+                elif code == 2:  # repeated feature, left branch
                     for r in range(m):
-                        idx[r] = start + masks[r] * d
-                else:  # two sibling leaves: the row of (parent mask, direction)
+                        child[r] = parent[r] & ~(np.int32(go[r] ^ 1) << bit)
+                else:            # repeated feature, right branch
                     for r in range(m):
-                        idx[r] = start + (masks[r] * 2 + go[r]) * d
-                for j in range(d):
-                    target = acc[leaf_feats[fs + j]]
+                        child[r] = parent[r] & ~(np.int32(go[r]) << bit)
+            for g in range(group_start[t], group_start[t + 1]):
+                mask = masks[group_mask[g]]
+                row = rows[g - group_start[t]]
+                for r in range(m):
+                    row[r] = mask[r]
+                for q in range(group_bit_start[g], group_bit_start[g + 1]):
+                    go = dec[group_bits[q]]
                     for r in range(m):
-                        target[r] += tables[idx[r] + j]
+                        row[r] = (row[r] << 1) | go[r]
+                width = group_width[g]
+                for r in range(m):
+                    row[r] *= width
+            # feature by feature, the terms of its groups (up to four per pass over the rows)
+            for u in range(sum_start[t], sum_start[t + 1]):
+                target = acc[sum_feature[u]]
+                q = term_start[u]
+                end = term_start[u + 1]
+                while q + 4 <= end:
+                    i0, i1, i2, i3 = rows[term_group[q]], rows[term_group[q + 1]], rows[term_group[q + 2]], \
+                        rows[term_group[q + 3]]
+                    c0, c1, c2, c3 = tables[term_offset[q]:], tables[term_offset[q + 1]:], \
+                        tables[term_offset[q + 2]:], tables[term_offset[q + 3]:]
+                    for r in range(m):
+                        target[r] += (c0[i0[r]] + c1[i1[r]]) + (c2[i2[r]] + c3[i3[r]])
+                    q += 4
+                if q + 2 <= end:
+                    i0, i1 = rows[term_group[q]], rows[term_group[q + 1]]
+                    c0, c1 = tables[term_offset[q]:], tables[term_offset[q + 1]:]
+                    for r in range(m):
+                        target[r] += c0[i0[r]] + c1[i1[r]]
+                    q += 2
+                if q < end:
+                    i0 = rows[term_group[q]]
+                    c0 = tables[term_offset[q]:]
+                    for r in range(m):
+                        target[r] += c0[i0[r]]
+            # leaves without a table: the formulas row by row, G from the elementary symmetric polynomials
+            # of the agreeing features' r (for A \\ {f}: divided by 1 + r_f x)
+            for leaf in range(direct_start[t], direct_start[t + 1]):
+                mask = masks[direct_mask[leaf]]
+                value = direct_value[leaf]
+                fs = direct_feat_start[leaf]
+                d = direct_feat_start[leaf + 1] - fs
+                for r in range(m):
+                    agree = mask[r]
+                    outside = 1.0                              # product of r over U \\ A
+                    poly[:d + 1] = 0.0
+                    poly[0] = 1.0
+                    size = 0
+                    for j in range(d):
+                        if (agree >> j) & 1:
+                            size += 1
+                            rj = direct_ratio[fs + j]
+                            for i in range(size, 0, -1):
+                                poly[i] += rj * poly[i - 1]
+                        else:
+                            outside *= direct_ratio[fs + j]
+                    g = 0.0
+                    for k in range(min(d - 1, size) + 1):
+                        g += direct_weight[fs + k] * poly[size - k]
+                    for j in range(d):
+                        rj = direct_ratio[fs + j]
+                        if (agree >> j) & 1:
+                            poly_without[0] = 1.0
+                            for i in range(1, size):
+                                poly_without[i] = poly[i] - rj * poly_without[i - 1]
+                            g_without = 0.0
+                            for k in range(size):
+                                g_without += direct_weight[fs + k] * poly_without[size - 1 - k]
+                            acc[direct_feats[fs + j], r] += value * (1.0 - rj) * outside * g_without
+                        else:
+                            acc[direct_feats[fs + j], r] -= value * outside * g
         for r in range(m):
-            for f in range(out.shape[1]):
+            for f in range(n_out):
                 out[lo + r, f] = acc[f, r]
 
 

@@ -4,6 +4,7 @@ package and Shapley values computed from their definition."""
 from __future__ import annotations
 
 import itertools
+import json
 import math
 
 import numpy as np
@@ -187,3 +188,205 @@ def test_coded_matrix_follows_the_encoder(data):
         expected = (enc[col].cat.codes.where(enc[col].cat.codes >= 0).to_numpy(dtype=float)
                     if col in learner.encoder.levels else enc[col].to_numpy(dtype=float))
         np.testing.assert_array_equal(coded[:, j], expected, err_msg=col)
+
+
+# --------------------------------------------------------------------------------------------------
+# the grouped structure: every grouping gives the same values
+
+
+def _structure(tables: treeshap.TreeTables) -> tuple[int, int, int, int]:
+    """(groups, groups with decision bits, edges, leaves without a table)"""
+    bits = np.diff(tables.group_bit_start)
+    return len(tables.group_mask), int((bits > 0).sum()), len(tables.edge_parent), len(tables.direct_mask)
+
+
+def test_lightgbm_groups_of_every_size_give_the_same_values(data):
+    """Leaf by leaf (1 row), small and large subtree groups, whole trees as groups, and the automatic choice:
+    the same values, equal to LightGBM's own."""
+    X, y, test = data
+    for leaves, limits in ((24, (2, 8, 64, 1024, 1 << 14, None)), (8, (16, 1 << 8))):
+        learner = LightGBMLearner({"n_estimators": 40, "num_leaves": leaves}).fit(X, y)
+        booster = learner.model.booster_
+        matrix = _matrix(learner, test)
+        native = learner.contributions(test).to_numpy()
+        reference = treeshap.from_lightgbm(booster, group_rows=1)
+        assert _structure(reference)[1] == 0                   # every group a leaf
+        expected = reference.contributions(matrix)
+        assert np.abs(expected - native).max() < 1e-9
+        seen = {_structure(reference)}
+        for rows in limits:
+            tables = treeshap.from_lightgbm(booster, group_rows=rows)
+            seen.add(_structure(tables))
+            assert np.abs(tables.contributions(matrix) - expected).max() < 1e-12, rows
+        assert len(seen) >= min(4, len(limits) + 1)          # the groupings differ
+    assert _structure(tables)[2] == 0       # 7 splits a tree, 2^7 <= 256 rows: every tree one group, no masks
+    assert _structure(tables)[0] == 40
+
+
+def test_subtree_larger_than_the_limit_is_split_into_groups_below_it():
+    """A 7-level tree with 127 leaves: with a limit of 16 rows, the root's subtree (2^126 rows) is not a
+    group, its descendants are, with decision bits and masks above them."""
+    rng = np.random.default_rng(3)
+    nodes = _random_tree(rng, depth=7, n_features=4)
+    builder = treeshap._Builder(4, float32_inputs=False, group_rows=16)
+    builder.add_tree(nodes)
+    tables = builder.build(0.0)
+    groups, with_bits, edges, _ = _structure(tables)
+    assert with_bits > 0 and edges > 0 and groups < 128
+    rows = rng.normal(size=(40, 4)).round(1)
+    assert np.abs(tables.contributions(rows) - _shapley(nodes, rows, 4)).max() < 1e-12
+
+
+def _random_tree(rng, depth: int, n_features: int, categorical: int | None = None) -> list:
+    """A full binary tree of random numeric splits (features repeat along paths) with random covers;
+    ``categorical``: that feature's splits list random categories 0..9 instead."""
+    S, L = treeshap.Split, treeshap.Leaf
+    nodes: list = []
+
+    def add(level: int, cover: float) -> int:
+        index = len(nodes)
+        nodes.append(None)
+        if level == depth:
+            nodes[index] = L(float(rng.normal()), cover)
+            return index
+        feature = int(rng.integers(n_features))
+        share = float(rng.uniform(0.1, 0.9))
+        left = add(level + 1, cover * share)
+        right = add(level + 1, cover * (1 - share))
+        if feature == categorical:
+            cats = sorted({int(c) for c in rng.integers(0, 10, rng.integers(1, 6))})
+            nodes[index] = S(feature, 0.0, treeshap.FLAG_CATEGORICAL, cats, left, right, cover)
+        else:
+            nodes[index] = S(feature, round(float(rng.normal()), 1), 0, None, left, right, cover)
+        return index
+
+    add(0, 1000.0)
+    return nodes
+
+
+def _goes_left(node, x: float) -> bool:
+    if node.categories is not None:
+        return not np.isnan(x) and x >= 0 and int(x) in node.categories
+    return bool(x <= node.threshold)
+
+
+def _tree_expectation(nodes: list, i: int, x: np.ndarray, known: frozenset) -> float:
+    node = nodes[i]
+    if isinstance(node, treeshap.Leaf):
+        return node.value
+    if node.feature in known:
+        return _tree_expectation(nodes, node.left if _goes_left(node, x[node.feature]) else node.right, x, known)
+    left, right = nodes[node.left], nodes[node.right]
+    return (left.cover * _tree_expectation(nodes, node.left, x, known)
+            + right.cover * _tree_expectation(nodes, node.right, x, known)) / node.cover
+
+
+def _shapley(nodes: list, rows: np.ndarray, m: int) -> np.ndarray:
+    """Shapley values of one hand-built tree from their definition (bias last)."""
+    out = np.zeros((len(rows), m + 1))
+    for r, x in enumerate(rows):
+        value = {s: _tree_expectation(nodes, 0, x, s)
+                 for k in range(m + 1) for s in map(frozenset, itertools.combinations(range(m), k))}
+        for i in range(m):
+            out[r, i] = sum(math.factorial(len(s)) * math.factorial(m - len(s) - 1) / math.factorial(m)
+                            * (value[s | {i}] - v) for s, v in value.items() if i not in s)
+        out[r, m] = value[frozenset()]
+    return out
+
+
+@pytest.mark.parametrize("depth", [3, 9, 12])
+def test_deep_trees_with_repeated_features_equal_shapley_values_from_their_definition(depth):
+    """Full trees up to 4,096 leaves on 4 features (every path repeats features), plus a constant tree, at
+    several group limits and with every leaf computed without a table (a budget of 0 bytes)."""
+    rng = np.random.default_rng(depth)
+    trees = [_random_tree(rng, depth, 4), _random_tree(rng, depth, 4)]
+    rows = rng.normal(size=(12, 4)).round(1)
+    expected = sum(_shapley(nodes, rows, 4) for nodes in trees)
+    expected[:, -1] += 0.5 + 0.25                                       # the constant tree and the base
+    for rows_limit, budget in ((1, None), (32, None), (1 << 12, None), (None, None), (None, 0), (None, 2000)):
+        builder = treeshap._Builder(4, float32_inputs=False, group_rows=rows_limit, table_budget=budget)
+        for nodes in trees:
+            builder.add_tree(nodes)
+        builder.add_tree([treeshap.Leaf(0.5, 1000.0)])
+        tables = builder.build(0.25)
+        if budget == 0:
+            assert len(tables.tables) == 0 and len(tables.direct_mask) == 2 << depth
+        if budget == 2000:
+            assert len(tables.tables) * 8 <= 2000
+        assert np.abs(tables.contributions(rows) - expected).max() < 1e-12, (rows_limit, budget)
+
+
+def test_a_tree_with_more_than_64_categorical_splits_on_one_feature():
+    """A tree's categorical splits on one feature are decided 64 at a time: 127 splits (on feature 0, with a
+    numeric feature 1) give the values of the definition, also for unseen, negative and missing codes."""
+    rng = np.random.default_rng(7)
+    nodes = _random_tree(rng, depth=7, n_features=1, categorical=0)
+    for i, node in enumerate(nodes):             # feature 1 numeric on the last level of splits
+        if isinstance(node, treeshap.Split) and isinstance(nodes[node.left], treeshap.Leaf) and i % 2:
+            nodes[i] = treeshap.Split(1, 0.0, 0, None, node.left, node.right, node.cover)
+    assert sum(isinstance(n, treeshap.Split) and n.feature == 0 for n in nodes) > 64
+    builder = treeshap._Builder(2, float32_inputs=False)
+    builder.add_tree(nodes)
+    tables = builder.build(0.0)
+    assert np.diff(tables.chunk_start).max() >= 2
+    rows = np.column_stack([rng.integers(-1, 13, 30).astype(float), rng.normal(size=30)])
+    rows[::5, 0] = np.nan
+    rows[1, 0] = 3.7                                             # LightGBM truncates a code
+    assert np.abs(tables.contributions(rows) - _shapley(nodes, rows, 2)).max() < 1e-12
+
+
+@pytest.mark.parametrize("missing", ["zero", "none", "nan"])
+def test_lightgbm_missing_types_zero_none_and_nan(missing):
+    """LightGBM missing type Zero (zero_as_missing: NaN and zero go the default way), None (use_missing=False:
+    NaN counts as 0) and NaN equal its own pred_contrib, at small and large groups; LightGBM reads any
+    |x| <= float32(1e-35) as 0 (its splits around zero are at exactly that threshold)."""
+    import lightgbm as lgb
+
+    rng = np.random.default_rng(11)
+    X = rng.normal(size=(3000, 4)).round(1)
+    X[rng.random(X.shape) < 0.15] = 0.0
+    X[rng.random(X.shape) < 0.1] = np.nan
+    y = (np.nan_to_num(X[:, 0]) + np.nan_to_num(X[:, 1]) * (X[:, 2] > 0) + rng.normal(size=3000) > 0).astype(int)
+    params = {"zero": {"zero_as_missing": True}, "none": {"use_missing": False}, "nan": {}}[missing]
+    model = lgb.LGBMClassifier(n_estimators=30, num_leaves=16, min_child_samples=10, verbose=-1, **params).fit(X, y)
+    types = {n["missing_type"] for t in model.booster_.dump_model()["tree_info"] for n in _splits(t["tree_structure"])}
+    assert types == {{"zero": "Zero", "none": "None"}.get(missing, "NaN")}
+    rows = rng.normal(size=(400, 4)).round(1)
+    rows[rng.random(rows.shape) < 0.2] = 0.0
+    rows[rng.random(rows.shape) < 0.2] = np.nan
+    edge = float(np.float32(1e-35))                               # LightGBM's kZeroThreshold
+    rows[:6, 0] = [edge, -edge, np.nextafter(edge, 1.0), -np.nextafter(edge, 1.0), 1e-35, -0.0]
+    native = model.booster_.predict(rows, pred_contrib=True)
+    for group_rows in (1, 64, None):
+        fast = treeshap.from_lightgbm(model.booster_, group_rows=group_rows).contributions(rows)
+        assert np.abs(fast - native).max() < 1e-9, group_rows
+
+
+def _splits(node: dict):
+    if "split_index" in node:
+        yield node
+        yield from _splits(node["left_child"])
+        yield from _splits(node["right_child"])
+
+
+def test_xgboost_categorical_splits_equal_its_pred_contribs():
+    """XGBoost partition splits (listed categories go right; unseen, negative and missing codes by its
+    rules) at small and large groups, equal to its own pred_contribs to float32 precision."""
+    import xgboost as xgb
+
+    rng = np.random.default_rng(5)
+    n = 4000
+    X = np.column_stack([rng.integers(0, 12, n).astype(float), rng.normal(size=n), rng.integers(0, 3, n)])
+    X[rng.random(n) < 0.1, 0] = np.nan
+    y = (np.isin(X[:, 0], [1, 4, 7, 9]) + X[:, 1] * (X[:, 2] == 1) + rng.normal(size=n) > 0.5).astype(int)
+    types = ["c", "q", "c"]
+    booster = xgb.train({"objective": "binary:logistic", "max_depth": 6, "max_cat_to_onehot": 1, "tree_method": "hist"},
+                        xgb.DMatrix(X, y, feature_types=types, enable_categorical=True), num_boost_round=30)
+    model = json.loads(bytes(booster.save_raw("json")))
+    assert any(1 in t["split_type"] for t in model["learner"]["gradient_booster"]["model"]["trees"])
+    rows = np.column_stack([rng.integers(-1, 15, 500).astype(float), rng.normal(size=500), rng.integers(0, 3, 500)])
+    rows[::9, 0] = np.nan
+    native = booster.predict(xgb.DMatrix(rows, feature_types=types, enable_categorical=True), pred_contribs=True)
+    for group_rows in (1, 64, None):
+        fast = treeshap.from_xgboost(booster, group_rows=group_rows).contributions(rows)
+        assert np.abs(fast - native).max() < 2e-6, group_rows
