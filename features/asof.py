@@ -499,7 +499,9 @@ class _Engine:
         cols["as_of"] = Column("date", np.full(self.n, self.as_of, dtype=object))
         cols["start_at"] = Column("timestamp", start)
         cols["lead_days"] = Column("int", day - booked_day, has_booked)
-        cols["lead_hours"] = Column("float", np.maximum((start - booked) / float(HOUR_US), 0.0), has_booked)
+        # greatest(NULL, 0) is 0: without a booking time the lead is 0 hours (and lead_days NULL)
+        cols["lead_hours"] = Column("float", np.where(has_booked, np.maximum((start - booked) / float(HOUR_US), 0.0),
+                                                      0.0))
         cols["same_day_booking"] = Column("bool", booked_day == day, has_booked)
         cols["booked_weekday"] = Column("int", (booked_day + 3) % 7, has_booked)  # 1970-01-01: a Thursday
         cols["booked_hour"] = Column("int", (booked - booked_day * DAY_US) // HOUR_US, has_booked)
