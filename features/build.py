@@ -480,10 +480,14 @@ def persist_features(frame: pd.DataFrame, *, settings: Settings | None = None, e
                         "as_of date) ON COMMIT DROP")
         session.ingest("ft_written", table.select(list(_KEY_COLUMNS)))
         session.execute("ANALYZE ft_written")
+        # a semi-join hashing the keys: the stored rows are then deleted in their heap's order (a join that
+        # hashed the stored rows deleted them in the keys' order: 5.6 s instead of 2.1 s for 1M rows)
+        session.execute("SET LOCAL work_mem = '256MB'")
+        session.execute("SET LOCAL jit = off")
         session.execute(
-            "DELETE FROM features.appointment_features f USING ft_written w "
-            "WHERE f.feature_set_version = w.feature_set_version AND f.source = w.source "
-            "AND f.appointment_id = w.appointment_id AND f.as_of = w.as_of")
+            "DELETE FROM features.appointment_features f "
+            "WHERE (f.feature_set_version, f.source, f.appointment_id, f.as_of) IN "
+            "(SELECT feature_set_version, source, appointment_id, as_of FROM ft_written)")
         lap("persist_delete")
         rows = session.ingest("features.appointment_features", table)
         lap("persist_write")
