@@ -1,21 +1,24 @@
 """The as-of feature engine: point-in-time features of appointments that share ONE as-of date.
 
 A night's scoring horizon and a backtest day are seen from one as-of date A. For them the rows the
-features need are read from PostgreSQL as Arrow tables by binary COPY (``db.arrow_session``: the
-queries are in ``sql/features/asof_extracts.sql``), and the features are computed here in numpy:
-keys factorised into integer codes, counts by ``np.bincount``, the slot position by ``searchsorted``
-in each resource's sorted slots, no Python loop over rows. PostgreSQL keeps what it does well: the
-semi-joins with the targets' patients and resources (temporary tables of their codes), the context
-outcome counts (a GROUP BY over the window), the reschedule chains (a recursive query).
+features need are read from PostgreSQL as Arrow tables by binary COPY (``db.arrow_session``; the
+queries, with the visibility rules, are in ``sql/features/asof_extracts.sql``), and the features are
+computed here in numpy: keys factorised into integer codes, counts by ``np.bincount``, the slot position
+by ``searchsorted`` in the sorted slots of each (resource, day), no Python loop over rows. PostgreSQL
+keeps what it does well: the semi-join of the history with the targets' patients (a temporary table of
+their codes), the context outcome counts (a GROUP BY over the window), the reschedule chains (a
+recursive query). Two connections read one snapshot (repeatable read; the second imports the first's
+exported snapshot): the second reads calendar, context, slots and resource days while the first reads
+the targets, and numpy computes while the first reads the patients' history.
 
-The values are those of ``sql/features/appointment_features.sql`` (its definitions and visibility
-rules are documented there and in ``docs/model.md`` §1): integers, booleans, texts and dates exactly;
-floats computed with PostgreSQL's order of operations. Three floats PostgreSQL computes in ``numeric``
-and then rounds to double (``lead_hours``, ``appt_hour``, the fallback ``slot_position`` from
-``core.resource_day``): ``appt_hour`` is computed so that it is exact (every hour and minute checked),
-the two others may differ in the last bit (relative 2.2e-16). ``tests/features/test_build.py`` compares
-the engine with the SQL of per-row as-of dates (``history_stream.sql``) and with a from-scratch
-recomputation.
+The values are those of ``sql/features/appointment_features.sql`` (its definitions and visibility rules
+are documented there and in ``docs/model.md`` §1): integers, booleans, texts, dates and JSON exactly;
+floats with PostgreSQL's order of operations. Three floats PostgreSQL computes in ``numeric`` and then
+rounds to double: ``appt_hour`` is computed so that it is exact (every hour and minute checked);
+``lead_hours`` and the ``core.resource_day`` fallback of ``slot_position`` are divided in double here and
+may differ in the last bit (relative 2.2e-16; none on the scoring benchmark, whose times are whole
+minutes). ``tests/features`` compare the engine with the SQL of per-row as-of dates
+(``history_stream.sql``) frame for frame and with a from-scratch recomputation.
 
 Entry point: :func:`compute` (used by :func:`features.build.build_features`).
 """
