@@ -16,8 +16,8 @@ Two computations give the same frame (tested frame for frame, and against a from
 * targets sharing ONE as-of date — a night's horizon, a backtest day — go to the as-of engine
   (:mod:`features.asof`): the rows the features need are read as Arrow tables by binary COPY
   (``sql/features/asof_extracts.sql``, two connections in one snapshot) and the features computed in
-  numpy. On the scoring benchmark's 1M-appointment horizon: 2.3-2.6 s on a quiet machine (3.6-4.2 s in a
-  fresh process), against 33 s for the SQL statement and reading its result back;
+  numpy. On the scoring benchmark's 1M-appointment horizon: 2.3 s on a quiet machine (3.3 s as the first
+  run of a fresh process), against 33 s for the SQL statement and reading its result back;
 * targets with their own as-of dates — training rows — go to one SQL statement
   (``sql/features/appointment_features.sql`` with ``history_stream.sql``: window functions over an event
   stream) over a temporary table of targets (source, appointment_id, as_of); its result is read by COPY
