@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-__all__ = ["build_features", "build_training_features", "load_features", "run_features_stage"]
+__all__ = ["build_features", "build_training_features", "load_features", "persist_features", "run_features_stage"]
 
 
 def __getattr__(name: str) -> Any:  # lazy: importing the package stays cheap for DAG parsing

@@ -1,20 +1,30 @@
-"""Compute point-in-time features in PostgreSQL and materialise them per run.
+"""Compute point-in-time features and materialise them per run.
 
 Public API (also what the scoring stage uses):
 
 * :func:`build_features` — features as of a date for the booked appointments of the scoring horizon
   (or for given appointments), written to ``features.appointment_features`` and returned as a frame;
+* :func:`persist_features` — writes such a frame (``build_features(persist=False)``) the way
+  ``persist=True`` does; callable by the scoring stage from a background thread;
 * :func:`build_training_features` — back-fills the training rows (each appointment as of its own day)
   that no nightly run wrote: history before go-live, same-day bookings, a new feature-set version;
 * :func:`load_features` — reads materialised rows back;
 * :func:`run_features_stage` — the nightly task: calendar, training back-fill, horizon rows, retention.
 
-Every computation is one SQL statement (``sql/features/appointment_features.sql``) over a temporary
-table of targets (source, appointment_id, as_of); see that file for the visibility rules. Its history
-part is ``history_as_of.sql`` (aggregates) when the targets share one as-of date — a night's horizon —
-and ``history_stream.sql`` (window functions over an event stream) when they do not — training rows;
-both give the same values (tested). Writing is idempotent: the rows of the same (version, appointment,
-as-of date) are replaced, never duplicated. Frames are read by COPY and pyarrow (:func:`read_frame`).
+Two computations give the same frame (tested frame for frame, and against a from-scratch recomputation):
+
+* targets sharing ONE as-of date — a night's horizon, a backtest day — go to the as-of engine
+  (:mod:`features.asof`): the rows the features need are read as Arrow tables by binary COPY
+  (``sql/features/asof_extracts.sql``, two connections in one snapshot) and the features computed in
+  numpy. On the scoring benchmark's 1M-appointment horizon: 2.3 s on a quiet machine (3.3 s as the first
+  run of a fresh process), against 33 s for the SQL statement and reading its result back;
+* targets with their own as-of dates — training rows — go to one SQL statement
+  (``sql/features/appointment_features.sql`` with ``history_stream.sql``: window functions over an event
+  stream) over a temporary table of targets (source, appointment_id, as_of); its result is read by COPY
+  and pyarrow (:func:`read_frame`).
+
+``build_features(history="as_of" | "stream")`` forces one of them. Writing is idempotent: the rows of the
+same (version, appointment, as-of date) are replaced, never duplicated. See ``docs/model.md`` §1.
 """
 
 from __future__ import annotations
@@ -43,8 +53,7 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FEATURE_SQL = SQL_DIR / "features" / "appointment_features.sql"
-HISTORY_SQL = {"as_of": SQL_DIR / "features" / "history_as_of.sql",
-               "stream": SQL_DIR / "features" / "history_stream.sql"}
+HISTORY_SQL = SQL_DIR / "features" / "history_stream.sql"
 TARGETS_SQL = SQL_DIR / "features" / "targets.sql"
 OUTCOME_STATUSES = ("arrived", "fulfilled", "noshow")
 INACTIVE_STATUSES = ("cancelled_by_patient", "cancelled_by_clinic", "cancelled_unknown", "rescheduled", "deleted")
@@ -59,14 +68,13 @@ def _sql(path) -> str:
     return path.read_text(encoding="utf-8")
 
 
-def feature_sql(history: str = "stream") -> str:
-    """The features statement with its history part: ``as_of`` (every target shares one as-of date:
-    aggregates) or ``stream`` (any as-of dates: window functions over an event stream)."""
+def feature_sql() -> str:
+    """The features statement (any as-of dates per target) with its history part, ``history_stream.sql``."""
     marker = "-- @history\n"
     text = _sql(FEATURE_SQL)
     if marker not in text:
         raise ClinicFlowError(f"{FEATURE_SQL} lacks the {marker.strip()!r} marker")
-    return text.replace(marker, _sql(HISTORY_SQL[history]), 1)
+    return text.replace(marker, _sql(HISTORY_SQL), 1)
 
 
 @dataclass(frozen=True)
@@ -148,60 +156,47 @@ def _ensure_reference(conn: sa.Connection, options: BuildOptions) -> None:
     calendar.materialise(options.country, conn)
     conn.execute(sa.text(
         "INSERT INTO features.feature_set (version, description, columns) VALUES (:v, :d, CAST(:c AS jsonb)) "
-        "ON CONFLICT (version) DO UPDATE SET columns = EXCLUDED.columns, description = EXCLUDED.description"
+        "ON CONFLICT (version) DO UPDATE SET columns = EXCLUDED.columns, description = EXCLUDED.description "
+        "WHERE (feature_set.columns, feature_set.description) IS DISTINCT FROM (EXCLUDED.columns, EXCLUDED.description)"
     ), {"v": options.version, "d": "appointment features, see features/definitions.py",
         "c": json.dumps(definitions.catalogue())})
 
 
-def _compute(conn: sa.Connection, options: BuildOptions, settings: Settings, history: str | None = None) -> int:
-    """Fill the temp table ft_result from ft_targets; return its row count. ``history``: the history part
-    (see :func:`feature_sql`); by default ``as_of`` when the targets share one as-of date."""
+def _compute(conn: sa.Connection, options: BuildOptions, settings: Settings) -> int:
+    """Fill the temp table ft_result from ft_targets by the features SQL; return its row count."""
     # fresh statistics: a load that just wrote many rows would otherwise make the planner loop over them
     conn.execute(sa.text("ANALYZE core.appointment, core.patient, core.slot, core.resource_day"))
     conn.execute(sa.text(_sql(TARGETS_SQL)))
     conn.execute(sa.text("ANALYZE ft_tgt"))
-    span = conn.execute(sa.text(
-        "SELECT count(DISTINCT as_of), min(as_of), min(as_of_n), min(day), max(day), array_agg(DISTINCT source) "
-        "FROM ft_tgt")).one()
     params: dict[str, Any] = {
         "country": options.country,
         "patient_prior_weight": definitions.PATIENT_PRIOR_WEIGHT,
         "context_prior_weight": definitions.CONTEXT_PRIOR_WEIGHT,
         "window_lag": definitions.CONTEXT_WINDOW_DAYS - 1,
     }
-    if history is None:
-        history = "as_of" if span[0] == 1 else "stream"
-    if history == "as_of":
-        if span[0] != 1:
-            raise ClinicFlowError(f"the one-as-of-date features SQL got targets with {span[0]} as-of dates")
-        params.update(as_of=span[1], as_of_n=span[2], first_day=span[3], last_day=span[4], sources=list(span[5]))
     # hash joins: the planner cannot estimate every CTE and would otherwise pick merge joins on `source`
     # alone (quadratic in the rows of a source). No JIT: on a million targets compiling took 3-4 s and
     # saved less (measured on the scoring benchmark's data).
     conn.execute(sa.text("SET LOCAL enable_mergejoin = off"))
     conn.execute(sa.text("SET LOCAL jit = off"))
-    conn.execute(sa.text("CREATE TEMP TABLE ft_result ON COMMIT DROP AS " + feature_sql(history)), params)
+    conn.execute(sa.text("CREATE TEMP TABLE ft_result ON COMMIT DROP AS " + feature_sql()), params)
     conn.execute(sa.text("ALTER TABLE ft_result ADD COLUMN external jsonb NOT NULL DEFAULT '{}'::jsonb"))
     rows = conn.execute(sa.text("SELECT count(*) FROM ft_result")).scalar_one()
     _apply_external(conn, settings)
     return int(rows)
 
 
-def _apply_external(conn: sa.Connection, settings: Settings) -> None:
+def external_json(keys: pd.DataFrame, settings: Settings) -> pd.DataFrame | None:
+    """The configured external providers' values of ``keys`` (distinct source, branch_id, day, as_of; days
+    as ``datetime.date``): ``keys`` with an ``external`` column of JSON text (``{}`` where no provider has
+    a value), or None when no provider is configured. Shared by both computations."""
     from features.external import configured_providers
 
     providers = configured_providers(settings)
     if not providers:
-        return
+        return None
     import pandas as pd
 
-    keys = pd.read_sql(sa.text(
-        "SELECT DISTINCT source, branch_id, start_at::date AS day, as_of FROM ft_result WHERE branch_id IS NOT NULL"
-    ), conn)
-    if keys.empty:
-        return
-    keys["day"] = pd.to_datetime(keys["day"]).dt.date
-    keys["as_of"] = pd.to_datetime(keys["as_of"]).dt.date
     merged = keys.copy()
     for provider in providers:
         values = provider.values(keys)
@@ -213,6 +208,25 @@ def _apply_external(conn: sa.Connection, settings: Settings) -> None:
         json.dumps({c: float(v) for c, v in zip(value_cols, row, strict=True) if pd.notna(v)})
         for row in merged[value_cols].itertuples(index=False, name=None)
     ]
+    log.info("external features from %s applied", ", ".join(p.name for p in providers))
+    return merged[["source", "branch_id", "day", "as_of", "external"]]
+
+
+def _apply_external(conn: sa.Connection, settings: Settings) -> None:
+    import pandas as pd
+
+    from features.external import configured_providers
+
+    if not configured_providers(settings):
+        return
+    keys = pd.read_sql(sa.text(
+        "SELECT DISTINCT source, branch_id, start_at::date AS day, as_of FROM ft_result WHERE branch_id IS NOT NULL"
+    ), conn)
+    if keys.empty:
+        return
+    keys["day"] = pd.to_datetime(keys["day"]).dt.date
+    keys["as_of"] = pd.to_datetime(keys["as_of"]).dt.date
+    merged = external_json(keys, settings)
     conn.execute(sa.text(
         "CREATE TEMP TABLE ft_external (source text, branch_id text, day date, as_of date, external jsonb) "
         "ON COMMIT DROP"
@@ -229,7 +243,6 @@ def _apply_external(conn: sa.Connection, settings: Settings) -> None:
         "UPDATE ft_result r SET external = e.external FROM ft_external e WHERE e.source = r.source "
         "AND e.branch_id = r.branch_id AND e.day = r.start_at::date AND e.as_of = r.as_of"
     ))
-    log.info("external features from %s applied", ", ".join(p.name for p in providers))
 
 
 def _persist(conn: sa.Connection, options: BuildOptions) -> None:
@@ -344,16 +357,23 @@ def build_features(
 
     Without ``appointments``: every appointment a nightly run of ``as_of`` scores — starting in
     ``[as_of, as_of + horizon_days)`` (default ``CLINICFLOW_HORIZON_DAYS``), booked before ``as_of``
-    and not cancelled before it. With ``appointments`` (a frame with ``source``, ``appointment_id``
-    and optionally ``as_of`` per row, or (source, appointment_id) pairs): exactly those, each with its
-    own booking record even if it was booked later (a same-day booking as at its booking).
+    and not cancelled before it (of ``sources``, or of every source). With ``appointments`` (a frame
+    with ``source``, ``appointment_id`` and optionally ``as_of`` per row, or (source, appointment_id)
+    pairs): exactly those, each with its own booking record even if it was booked later (a same-day
+    booking as at its booking).
 
-    The rows are written to ``features.appointment_features`` (replacing the same keys) unless
-    ``persist`` is false, and returned with the key columns of :data:`definitions.KEY_COLUMNS`.
-    ``history`` picks the history SQL (``as_of`` / ``stream``, see :func:`feature_sql`; by default
-    ``as_of`` when the targets share one as-of date): both give the same values. ``timings`` (a dict)
-    receives the seconds of the steps: targets, sql (statistics, the targets' own records, the features
-    statement), persist, read, commit.
+    The rows are written to ``features.appointment_features`` (replacing the same keys, see
+    :func:`persist_features`) unless ``persist`` is false, and returned ordered by source and appointment
+    id, with the key columns of :data:`definitions.KEY_COLUMNS`.
+
+    How: targets sharing one as-of date (a horizon; appointments whose ``as_of`` are all equal) are
+    computed by the as-of engine (:mod:`features.asof`: Arrow extracts, numpy); targets with several
+    as-of dates by the features SQL (``appointment_features.sql`` with ``history_stream.sql``).
+    ``history`` forces one: ``"as_of"`` the engine (one as-of date only), ``"stream"`` the SQL; both give
+    the same frame (tested). ``timings`` (a dict) receives the seconds of the steps: for the engine
+    reference, targets, keys, the extracts (``extract_<query>``, partly concurrent), compute, wait,
+    external, frame, then persist_* (see :func:`persist_features`); for the SQL targets, sql, persist,
+    read, commit.
     """
     import pandas as pd
 
@@ -361,29 +381,47 @@ def build_features(
     options = BuildOptions.from_settings(settings, country)
     engine = _engine(engine, settings)
     horizon = horizon_days if horizon_days is not None else settings.horizon_days
+    if history not in (None, "as_of", "stream"):
+        raise ClinicFlowError(f"build_features: history must be 'as_of' (the engine, one as-of date) or 'stream' "
+                              f"(the features SQL), not {history!r}")
+    keys = None
+    day = as_of
+    if appointments is not None:
+        keys = (appointments.copy() if isinstance(appointments, pd.DataFrame)
+                else pd.DataFrame(list(appointments), columns=["source", "appointment_id"]))
+        missing = {"source", "appointment_id"} - set(keys.columns)
+        if missing:
+            raise ClinicFlowError(f"build_features: appointments lack columns {sorted(missing)}")
+        if "as_of" not in keys.columns:
+            keys["as_of"] = as_of
+        keys["appointment_id"] = keys["appointment_id"].astype(str)
+        dates = pd.unique(pd.to_datetime(keys["as_of"]).dt.date) if len(keys) else []
+        if len(dates) == 1:
+            day = dates[0]
+        elif len(dates) > 1 and history == "as_of":
+            raise ClinicFlowError(f"build_features(history='as_of'): the appointments have {len(dates)} as-of dates; "
+                                  "the as-of engine takes targets of one as-of date")
+        one_date = len(dates) <= 1
+    else:
+        one_date = True
+    if history == "as_of" or (history is None and one_date):
+        return _build_as_of(day, options, settings, engine, horizon=horizon, sources=sources, keys=keys,
+                            persist=persist, timings=timings)
+
     lap = Laps(timings)
     steps = lap.steps
-
     with timed(f"features as of {as_of}", log) as timer, engine.begin() as conn:
         _ensure_reference(conn, options)
         _create_targets(conn)
-        if appointments is None:
+        if keys is None:
             params: dict[str, Any] = {"as_of": as_of, "horizon": int(horizon)}
             if sources:
                 params["sources"] = list(sources)
             conn.execute(sa.text(_horizon_targets_sql(sources)), params)
         else:
-            keys = (appointments.copy() if isinstance(appointments, pd.DataFrame)
-                    else pd.DataFrame(list(appointments), columns=["source", "appointment_id"]))
-            missing = {"source", "appointment_id"} - set(keys.columns)
-            if missing:
-                raise ClinicFlowError(f"build_features: appointments lack columns {sorted(missing)}")
-            if "as_of" not in keys.columns:
-                keys["as_of"] = as_of
-            keys["appointment_id"] = keys["appointment_id"].astype(str)
             _copy_targets(conn, keys)
         lap("targets")
-        rows = _compute(conn, options, settings, history)
+        rows = _compute(conn, options, settings)
         lap("sql")
         if persist:
             _persist(conn, options)
@@ -392,8 +430,110 @@ def build_features(
         lap("read")
         timer.rows = rows
     lap("commit")
-    log.info("features as of %s: %s", as_of, ", ".join(f"{k} {v:.1f}s" for k, v in steps.items()))
+    log.info("features as of %s (SQL): %s", as_of, ", ".join(f"{k} {v:.1f}s" for k, v in steps.items()))
     return frame
+
+
+def _build_as_of(as_of: date, options: BuildOptions, settings: Settings, engine: sa.Engine, *, horizon: int,
+                 sources: Sequence[str] | None, keys: pd.DataFrame | None, persist: bool,
+                 timings: dict[str, float] | None) -> pd.DataFrame:
+    """:func:`build_features` of targets sharing the as-of date ``as_of``, by the as-of engine."""
+    from features import asof
+
+    lap = Laps(timings)
+    steps = lap.steps
+    with timed(f"features as of {as_of}", log) as timer:
+        with engine.begin() as conn:
+            _ensure_reference(conn, options)
+        lap("reference")
+        if keys is not None:
+            keys = keys[["source", "appointment_id"]].drop_duplicates()
+        frame = asof.compute(engine.url, as_of, country=options.country, settings=settings,
+                             horizon_days=horizon if keys is None else None, sources=sources if keys is None else None,
+                             keys=keys, timings=steps)
+        frame.insert(0, "feature_set_version", options.version)
+        if persist:
+            persist_features(frame, engine=engine, timings=steps)
+        timer.rows = len(frame)
+    log.info("features as of %s: %s", as_of, ", ".join(f"{k} {v:.2f}s" for k, v in steps.items()))
+    return frame
+
+
+#: jsonb columns of features.appointment_features (dicts in a frame)
+_JSON_COLUMNS = ("patient_flags", "external")
+_KEY_COLUMNS = ("feature_set_version", "source", "appointment_id", "as_of")
+
+
+def persist_features(frame: pd.DataFrame, *, settings: Settings | None = None, engine: sa.Engine | None = None,
+                     timings: dict[str, float] | None = None) -> int:
+    """Write feature rows — a frame :func:`build_features` returned (``persist=False``) — to
+    ``features.appointment_features``, as ``build_features(persist=True)`` does: the stored rows of the same
+    (feature_set_version, source, appointment_id, as_of) are deleted, then the frame's rows appended by binary
+    COPY (``db.arrow_session``), in one transaction. Idempotent: writing the same frame twice leaves the
+    same rows. Returns the rows written.
+
+    It opens a connection of its own and only reads the frame, so the scoring stage may call it from a
+    background thread while it scores the same frame (do not modify the frame meanwhile). ``timings``
+    receives seconds: persist_arrow (the frame as Arrow), persist_delete, persist_write, persist_commit.
+    """
+    lap = Laps(timings)
+    engine = _engine(engine, settings)
+    if frame.empty:
+        return 0
+    missing = set(_KEY_COLUMNS) - set(frame.columns)
+    if missing:
+        raise ClinicFlowError(f"persist_features: the frame lacks the key columns {sorted(missing)}")
+    table = _arrow_rows(frame)
+    lap("persist_arrow")
+    with db.arrow_session(url=engine.url) as session:
+        session.execute("CREATE TEMP TABLE ft_written (feature_set_version text, source text, appointment_id text, "
+                        "as_of date) ON COMMIT DROP")
+        session.ingest("ft_written", table.select(list(_KEY_COLUMNS)))
+        session.execute("ANALYZE ft_written")
+        # a semi-join hashing the keys: the stored rows are then deleted in their heap's order (a join that
+        # hashed the stored rows deleted them in the keys' order: 5.6 s instead of 2.1 s for 1M rows)
+        session.execute("SET LOCAL work_mem = '256MB'")
+        session.execute("SET LOCAL jit = off")
+        session.execute(
+            "DELETE FROM features.appointment_features f "
+            "WHERE (f.feature_set_version, f.source, f.appointment_id, f.as_of) IN "
+            "(SELECT feature_set_version, source, appointment_id, as_of FROM ft_written)")
+        lap("persist_delete")
+        rows = session.ingest("features.appointment_features", table)
+        lap("persist_write")
+    lap("persist_commit")
+    return int(rows)
+
+
+def _arrow_rows(frame: pd.DataFrame):
+    """The frame as an Arrow table for ``ArrowSession.ingest``: NaN and None as NULL, the json columns as JSON
+    text (each distinct object dumped once)."""
+    import pyarrow as pa
+
+    arrays = []
+    for name in frame.columns:
+        values = frame[name].to_numpy()
+        if name in _JSON_COLUMNS:
+            arrays.append(_json_texts(values))
+        else:
+            arrays.append(pa.array(values, from_pandas=True))
+    return pa.Table.from_arrays(arrays, names=[str(c) for c in frame.columns])
+
+
+def _json_texts(values):
+    """JSON text per row of an object array of dicts (None / NaN: NULL), as a dictionary array: the rows of a
+    features frame share their parsed objects, so each distinct object is dumped once."""
+    import numpy as np
+    import pandas as pd
+    import pyarrow as pa
+
+    ids = np.fromiter(map(id, values), dtype=np.int64, count=len(values))
+    codes, _ = pd.factorize(ids)
+    _, first = np.unique(codes, return_index=True)
+    texts = [None if v is None or (isinstance(v, float) and v != v) else json.dumps(v) for v in values[first]]
+    null = np.array([t is None for t in texts], dtype=bool)
+    indices = pa.array(codes.astype(np.int32), mask=null[codes] if null.any() else None)
+    return pa.DictionaryArray.from_arrays(indices, pa.array(texts, pa.string()))
 
 
 def build_training_features(

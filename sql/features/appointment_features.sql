@@ -11,9 +11,10 @@
 -- analysed before this runs so that the planner knows their number.
 --
 -- The history part (patient history phist, context rates ctx / base_rate, bookings known per day
--- pday / rday / bday) comes from one of two files spliced in at the marker below: history_as_of.sql
--- when every target shares one as-of date (aggregates, no sort), history_stream.sql otherwise
--- (window functions over an event stream). Both give the same values.
+-- pday / rday / bday) is history_stream.sql (window functions over an event stream), spliced in at the
+-- marker below. This statement computes targets with their own as-of dates (training rows); targets
+-- sharing one as-of date (a night's horizon, a backtest day) are computed by the as-of engine
+-- (features/asof.py with asof_extracts.sql), which gives the same values (tests/features).
 --
 -- Parameters: :country, :patient_prior_weight, :context_prior_weight, :window_lag (= window days - 1).
 WITH RECURSIVE

@@ -3,8 +3,9 @@
 -- day number (vis_n) at which a run may see it, the (patient / entity, as-of) keys of the targets are
 -- added to the same stream as query rows at their as-of day number, and a running sum up to the query
 -- row gives exactly the facts visible at that as-of date. One pass for millions of targets, without a
--- join per target. Spliced into appointment_features.sql by features/build.py; history_as_of.sql
--- gives the same columns and values when every target shares one as-of date.
+-- join per target. Spliced into appointment_features.sql by features/build.py. Targets sharing one
+-- as-of date are computed by the as-of engine instead (features/asof.py, asof_extracts.sql): the same
+-- values, tested against this.
 --
 -- ---------------------------------------------------------------- patient history (event stream)
 pat AS (

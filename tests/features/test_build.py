@@ -15,6 +15,7 @@ from clinicflow.settings import load_settings
 from features import definitions
 from features.build import build_features, build_training_features, load_features
 from tests.features import synthetic
+from tests.features.frames import assert_same_frame
 from tests.features.reference import Reference
 
 FIRST_DAY = date(2026, 1, 12)
@@ -72,10 +73,10 @@ def test_features_match_recomputation_from_visible_rows(own_warehouse, history, 
     sample = training.sample(60, random_state=1)
     problems = _compare(sample, reference)
 
-    for offset in (10, 25, 40, 55):  # nightly runs in the middle of the history
+    for offset in (10, 25, 40, 55):  # nightly runs in the middle of the history (the as-of engine)
         as_of = FIRST_DAY + timedelta(days=offset)
         frame = build_features(as_of, horizon_days=7, sources=[synthetic.SOURCE], settings=settings,
-                               engine=own_warehouse, persist=False)
+                               engine=own_warehouse, persist=False, history="as_of")
         assert len(frame) > 0
         assert (pd.to_datetime(frame["start_at"]).dt.date >= as_of).all()
         problems += _compare(frame.sample(min(25, len(frame)), random_state=int(rng.integers(1000))), reference)
@@ -174,8 +175,10 @@ def test_pseudonymous_patient_key_has_no_effect(own_warehouse, history, settings
     pd.testing.assert_frame_equal(before, after)
 
 
-def test_crafted_history(own_warehouse, settings):
-    """Hand-built rows for one patient: each rule of visibility, with the expected numbers spelled out."""
+@pytest.mark.parametrize("history", ["as_of", "stream"])
+def test_crafted_history(own_warehouse, settings, history):
+    """Hand-built rows for one patient: each rule of visibility, with the expected numbers spelled out (the
+    as-of engine and the features SQL)."""
     src = "craft"
     d = date(2026, 3, 16)  # a Monday; the as-of date
 
@@ -206,7 +209,7 @@ def test_crafted_history(own_warehouse, settings):
                                                    "work_start", "work_end", "on_leave"]), d, d)
     synthetic.write(own_warehouse, hist)
     row = build_features(d, appointments=[(src, "t")], settings=settings, engine=own_warehouse,
-                         persist=False).iloc[0]
+                         persist=False, history=history).iloc[0]
     assert row["lead_days"] == 6 and not row["same_day_booking"]
     assert row["lead_hours"] == pytest.approx(6 * 24 - 4)
     assert row["prior_appointments"] == 3       # h1, h2, h4 (h3 was cancelled, h5 is today)
@@ -224,22 +227,33 @@ def test_crafted_history(own_warehouse, settings):
 
 
 def test_one_as_of_and_event_stream_histories_agree(own_warehouse, history, settings):
-    """The two history parts of the features SQL (history_as_of.sql: aggregates for one as-of date, used for a
-    night's horizon; history_stream.sql: window functions for per-row as-of dates, used for training rows)
-    give exactly the same features, for horizons and for single appointments scored on their own day."""
+    """The as-of engine (features/asof.py: Arrow extracts and numpy, used for targets sharing one as-of date:
+    a night's horizon, a backtest day) and the features SQL with per-row as-of dates (history_stream.sql,
+    used for training rows) give the same frame — columns, order, dtypes, values (floats to 1e-12) — for
+    horizons, for the appointments of a day as of that day (same-day bookings, cancellations), and for
+    appointments of the following week as of an earlier day (booked later, cancelled, rescheduled)."""
     for offset in (9, 23, 38, 51):
         as_of = FIRST_DAY + timedelta(days=offset)
         frames = [build_features(as_of, horizon_days=10, sources=[synthetic.SOURCE], settings=settings,
                                  engine=own_warehouse, persist=False, history=h) for h in ("as_of", "stream")]
         assert len(frames[0]) > 100
-        pd.testing.assert_frame_equal(frames[0], frames[1])
+        assert_same_frame(*frames)
     core = synthetic.read_core(own_warehouse)
     day = FIRST_DAY + timedelta(days=30)
     same_day = core.loc[core["start_at"].dt.date == day, ["source", "appointment_id"]]
     frames = [build_features(day, appointments=same_day, settings=settings, engine=own_warehouse, persist=False,
                              history=h) for h in ("as_of", "stream")]
     assert len(frames[0]) == len(same_day) > 10
-    pd.testing.assert_frame_equal(frames[0], frames[1])
+    assert not frames[0]["lead_days"].isna().any() and (frames[0]["lead_days"] == 0).sum() > 0
+    assert_same_frame(*frames)
+    week = core.loc[(core["start_at"].dt.date >= day) & (core["start_at"].dt.date < day + timedelta(days=7))]
+    keys = week[["source", "appointment_id"]].assign(as_of=day - timedelta(days=3))
+    assert (week["booked_at"].dt.date >= day - timedelta(days=3)).sum() > 10  # not yet booked at the as-of date
+    assert week["status"].str.startswith("cancelled").sum() > 0
+    frames = [build_features(day, appointments=keys, settings=settings, engine=own_warehouse, persist=False,
+                             history=h) for h in ("as_of", "stream")]
+    assert len(frames[0]) == len(keys)
+    assert_same_frame(*frames)
 
 
 def test_load_features_reads_what_pandas_read_sql_reads(own_warehouse, history, settings):
