@@ -9,7 +9,8 @@ Public API (also what the scoring stage uses):
 * :func:`build_training_features` — back-fills the training rows (each appointment as of its own day)
   that no nightly run wrote: history before go-live, same-day bookings, a new feature-set version;
 * :func:`load_features` — reads materialised rows back;
-* :func:`run_features_stage` — the nightly task: calendar, training back-fill, horizon rows, retention.
+* :func:`run_features_stage` — the nightly task: training back-fill and retention (the horizon's rows
+  are computed and stored by the scoring stage).
 
 Two computations give the same frame (tested frame for frame, and against a from-scratch recomputation):
 
@@ -647,18 +648,20 @@ def prune(as_of: date, retention_days: int, *, settings: Settings | None = None,
 
 
 def run_features_stage(as_of: date, *, settings: Settings | None = None) -> dict[str, Any]:
-    """The nightly ``features`` task: training back-fill, the horizon's rows, retention. Idempotent."""
+    """The nightly ``features`` task: the training rows no earlier run wrote, and retention. Idempotent.
+
+    The horizon's rows (the booked appointments as of ``as_of``) are computed and stored by the scoring
+    stage, which scores them in the same process (``scoring.stage.run_scoring``); computing them here too
+    would do the work twice. ``clinicflow features build --horizon N`` computes and stores them on demand."""
     settings = settings or get_settings()
     with timed(f"features stage for {as_of}", log) as timer:
         training_rows = build_training_features(as_of, settings=settings)
-        frame = build_features(as_of, settings=settings)
         pruned = prune(as_of, settings.features_retention_days, settings=settings)
-        timer.rows = training_rows + len(frame)
+        timer.rows = training_rows
     summary = {
         "as_of": as_of.isoformat(),
         "feature_set_version": definitions.FEATURE_SET_VERSION,
         "training_rows_written": training_rows,
-        "scoring_rows": len(frame),
         "rows_pruned": pruned,
         "seconds": round(timer.seconds, 2),
     }

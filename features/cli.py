@@ -30,8 +30,8 @@ def cmd_build(args: argparse.Namespace) -> int:
               f"{args.horizon or 'configured'} day(s) written to features.appointment_features")
         return 0
     summary = run_features_stage(as_of)
-    print(f"features as of {as_of}: {summary['scoring_rows']:,} scoring rows, {summary['training_rows_written']:,} "
-          f"training rows back-filled, {summary['rows_pruned']:,} old rows pruned "
+    print(f"features as of {as_of}: {summary['training_rows_written']:,} training rows back-filled, "
+          f"{summary['rows_pruned']:,} old scoring rows pruned "
           f"(feature set {summary['feature_set_version']}, {summary['seconds']}s)")
     return 0
 
@@ -58,8 +58,9 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     fsub = p.add_subparsers(dest="features_command", metavar="SUBCOMMAND", required=True)
     q = fsub.add_parser(
         "build", help="compute features as of a date (what the nightly `features` task does)",
-        description="Without options: the nightly stage — training rows back-filled, the scoring horizon's booked "
-                    "appointments as of the date, old scoring rows pruned.")
+        description="Without options: the nightly stage — training rows back-filled, old scoring rows pruned (the "
+                    "scoring stage computes and stores the horizon's rows). --horizon N: the booked appointments of "
+                    "the next N days as of the date, computed and stored now.")
     q.add_argument("--as-of", type=_date, help="as-of date (default: today)")
     q.add_argument("--horizon", type=int, help="days ahead to compute (default CLINICFLOW_HORIZON_DAYS)")
     q.add_argument("--training-only", action="store_true", help="only back-fill the training rows")

@@ -22,7 +22,7 @@ def cmd_score(args: argparse.Namespace) -> int:
     from scoring.stage import run_scoring
 
     as_of = args.as_of or date.today()
-    summary = run_scoring(as_of, sources=args.source or None, recompute_features=args.recompute_features)
+    summary = run_scoring(as_of, sources=args.source or None)
     if args.json:
         print(json.dumps(summary, default=str))
         return 0
@@ -79,8 +79,6 @@ def register_cli(sub: argparse._SubParsersAction) -> None:
     )
     p.add_argument("--as-of", type=_date, default=None, help="as-of date (default: today)")
     p.add_argument("--source", action="append", help="only this source (repeatable)")
-    p.add_argument("--recompute-features", action="store_true",
-                   help="compute the features now instead of reading what the features stage materialised")
     p.add_argument("--json", action="store_true", help="print the summary as JSON")
     p.set_defaults(handler=cmd_score)
 

@@ -5,8 +5,9 @@ For a run of as-of date D:
 1. the champion is loaded from the MLflow registry (``models:/noshow@champion``, a pyfunc that returns
    no-show probabilities). No champion, or one that cannot be loaded, stops the stage with a message
    that says what to do;
-2. the features of every booked appointment starting in ``[D, D + CLINICFLOW_HORIZON_DAYS)`` as the
-   features stage materialised them for D (computed here if that stage has not run);
+2. the features of every booked appointment starting in ``[D, D + CLINICFLOW_HORIZON_DAYS)`` as of D,
+   computed in this process by the as-of engine (:func:`features.build_features`, ``persist=False``) and
+   stored in ``features.appointment_features`` in the background (what the model saw, replaced on a re-run);
 3. the probability, the risk band (``CLINICFLOW_RISK_BAND_MEDIUM`` / ``_HIGH``) and the top three
    reasons in plain words from the model's SHAP contributions (:mod:`scoring.treeshap` computes the
    exact TreeSHAP values of tree models fast, :mod:`scoring.reasons` words them), for the appointments
@@ -116,6 +117,13 @@ def load_champion(settings: Settings | None = None) -> Champion:
     return Champion(pyfunc=pyfunc, model=model, version=str(version.version), uri=uri)
 
 
+def _explainer(champion: Champion, settings: Settings) -> float:
+    """Build the champion's SHAP tables (in a background thread); returns the seconds it took."""
+    t0 = time.perf_counter()
+    champion.explainer  # noqa: B018 (built on first use)
+    return time.perf_counter() - t0
+
+
 _BAND_RANK = {"low": 0, "medium": 1, "high": 2, "none": 3}
 
 
@@ -141,8 +149,9 @@ def _names(engine: sa.Engine, sources: Sequence[str]) -> dict[str, dict[str, str
 
 
 def _features(as_of: date, champion: Champion, settings: Settings, engine: sa.Engine,
-              sources: Sequence[str] | None, recompute: bool, timings: dict[str, float] | None = None):
-    from features import build_features, load_features
+              sources: Sequence[str] | None, timings: dict[str, float] | None = None):
+    """The horizon's feature rows as of ``as_of``, computed in this process (not yet stored)."""
+    from features import build_features
     from features.definitions import FEATURE_SET_VERSION
 
     if champion.feature_set_version != FEATURE_SET_VERSION:
@@ -150,22 +159,7 @@ def _features(as_of: date, champion: Champion, settings: Settings, engine: sa.En
             f"the champion (version {champion.version}) was trained on feature set {champion.feature_set_version}, "
             f"but features are now computed as {FEATURE_SET_VERSION}: retrain with `clinicflow train` first"
         )
-    t0 = time.perf_counter()
-    frame = None if recompute else load_features(as_of=as_of, settings=settings, engine=engine)
-    if timings is not None and frame is not None:
-        timings["load"] = time.perf_counter() - t0
-    if frame is None or frame.empty:
-        log.info("no materialised features for %s: computing them now", as_of)
-        frame = build_features(as_of, sources=sources, settings=settings, engine=engine, timings=timings)
-    end = np.datetime64(as_of + timedelta(days=settings.horizon_days))
-    start = np.datetime64(as_of)
-    import pandas as pd
-
-    when = pd.to_datetime(frame["start_at"]).to_numpy(dtype="datetime64[ns]")
-    keep = (when >= start) & (when < end)
-    if sources:
-        keep &= frame["source"].isin(list(sources)).to_numpy()
-    return frame[keep].reset_index(drop=True)
+    return build_features(as_of, sources=sources, settings=settings, engine=engine, persist=False, timings=timings)
 
 
 def score_batches(frame, champion: Champion, settings: Settings, names: dict[str, dict[str, str]] | None = None,
@@ -273,17 +267,33 @@ def write_risk(as_of: date, scored, model_version: str, engine: sa.Engine, sourc
     return writer.rows
 
 
-def run_scoring(as_of: date, *, settings: Settings | None = None, sources: Sequence[str] | None = None,
-                recompute_features: bool = False) -> dict[str, Any]:
-    """The nightly ``score`` task: returns a JSON-able summary (its XCom)."""
+def run_scoring(as_of: date, *, settings: Settings | None = None,
+                sources: Sequence[str] | None = None) -> dict[str, Any]:
+    """The nightly ``score`` task: returns a JSON-able summary (its XCom).
+
+    Three things overlap: the champion's SHAP tables are built while the features are extracted; the
+    feature rows are stored (``features.appointment_features``, what the model saw) and each scored batch
+    is written while the next batch is scored. The run fails if either write fails."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from features.build import persist_features
+
     settings = settings or get_settings()
     engine = db.get_engine("warehouse", settings)
-    with timed(f"scoring as of {as_of}", log) as timer:
+    with timed(f"scoring as of {as_of}", log) as timer, ThreadPoolExecutor(2, "scoring") as background:
         champion = load_champion(settings)
-        steps: dict[str, dict[str, float]] = {"features": {}, "predict_and_reasons": {}, "write": {}}
+        steps: dict[str, dict[str, float]] = {"features": {}, "predict_and_reasons": {}, "write": {},
+                                              "store_features": {}}
+        explainer = background.submit(_explainer, champion, settings) if settings.reasons_min_band != "none" \
+            else None
         t0 = time.perf_counter()
-        frame = _features(as_of, champion, settings, engine, sources, recompute_features, steps["features"])
+        frame = _features(as_of, champion, settings, engine, sources, steps["features"])
         features_s = time.perf_counter() - t0
+        stored = background.submit(persist_features, frame, engine=engine, timings=steps["store_features"])
+        if explainer is not None:
+            t0 = time.perf_counter()
+            steps["predict_and_reasons"]["shap_tables_background"] = explainer.result()
+            steps["predict_and_reasons"]["shap_tables_wait"] = time.perf_counter() - t0
         names = _names(engine, sorted(set(frame["source"]))) if len(frame) else {}
         # the batches are written while the next ones are scored; the run's rows replace the date's in one
         # transaction, committed after the last batch (a failure rolls every batch back)
@@ -302,6 +312,9 @@ def run_scoring(as_of: date, *, settings: Settings | None = None, sources: Seque
                 t0 = time.perf_counter()
                 write_s += t0 - t1
         write_s += time.perf_counter() - t0  # the last batch's COPY and the commit
+        t0 = time.perf_counter()
+        stored.result()  # the feature rows are stored too (or the run fails with the reason)
+        store_wait = time.perf_counter() - t0
         steps["write"].update({f"db_{k}": v for k, v in writer.database.items()})
         timer.rows = rows = writer.rows
     summary = {
@@ -316,6 +329,7 @@ def run_scoring(as_of: date, *, settings: Settings | None = None, sources: Seque
         "seconds_features": round(features_s, 2),
         "seconds_predict_and_reasons": round(predict_s, 2),
         "seconds_write": round(write_s, 2),
+        "seconds_store_features_wait": round(store_wait, 2),
         "seconds_steps": {phase: {k: round(v, 2) for k, v in d.items()} for phase, d in steps.items()},
     }
     if not rows:

@@ -190,8 +190,9 @@ def training_tasks(emit_assets: bool):
     """
 
     @task(task_id="features", outlets=_outlets(emit_assets, FEATURES),
-          doc_md="Point-in-time features as of the run's date for the booked appointments of the scoring horizon, "
-                 "and the training rows no earlier run wrote (`clinicflow features build`).")
+          doc_md="Point-in-time features: the training rows no earlier run wrote (each appointment with an outcome "
+                 "as of its own day) and retention (`clinicflow features build`). The horizon's rows are computed "
+                 "and stored by `score`.")
     def build_features() -> dict:
         from airflow.sdk.exceptions import AirflowFailException
 

@@ -13,12 +13,12 @@ from tests.scoring.champion import AS_OF
 
 def test_probabilities_from_contributions_equal_the_pyfunc_and_are_checked(trained, caplog):
     from clinicflow.settings import get_settings
-    from features import load_features
+    from features import build_features
     from scoring.stage import load_champion, score_frame
 
     settings = get_settings()
     champion = load_champion(settings)
-    frame = load_features(as_of=AS_OF)
+    frame = build_features(AS_OF, persist=False)
     assert len(frame) > 50
     expected = np.asarray(champion.pyfunc.predict(frame), dtype=float)
     scored = score_frame(frame, champion, settings)
@@ -41,12 +41,12 @@ def test_patient_flags_among_the_top_contributions_are_worded(trained):
     explainer is made to put the flag first for everyone (its contribution moved from the bias, so the
     sums and probabilities stay the model's)."""
     from clinicflow.settings import get_settings
-    from features import load_features
+    from features import build_features
     from scoring.stage import load_champion, score_frame
 
     settings = get_settings()
     champion = load_champion(settings)
-    frame = load_features(as_of=AS_OF)
+    frame = build_features(AS_OF, persist=False)
     column = champion.explainer.features.index("flag_chronic")
     right = champion.explainer.contributions
 

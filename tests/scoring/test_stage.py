@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+import pandas as pd
 import pytest
 import sqlalchemy as sa
 
@@ -53,6 +54,15 @@ def test_scores_the_horizon_with_reasons_and_replaces_on_rerun(trained):
         count = conn.execute(sa.text("SELECT count(*) FROM reporting.appointment_risk WHERE as_of = :d"),
                              {"d": AS_OF}).scalar()
     assert count == len(rows) == again["appointments_scored"]
+    # the features the model saw are stored once for the date (the re-run replaced them)
+    from features import build_features, load_features
+
+    stored = load_features(as_of=AS_OF)
+    assert len(stored) == len(rows)
+    computed = build_features(AS_OF, persist=False)
+    key = ["source", "appointment_id"]
+    pd.testing.assert_frame_equal(stored.sort_values(key).reset_index(drop=True)[computed.columns],
+                                  computed.sort_values(key).reset_index(drop=True))
     # the risk list view shows this run
     with engine.connect() as conn:
         listed = conn.execute(sa.text("SELECT count(*) FROM reporting.risk_next_week")).scalar()
