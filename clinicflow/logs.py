@@ -73,6 +73,10 @@ class Laps:
         self.steps[step] = self.steps.get(step, 0.0) + now - self._clock
         self._clock = now
 
+    def skip(self) -> None:
+        """Begin the next step now: the time since the last call is nobody's (e.g. a generator's consumer)."""
+        self._clock = time.perf_counter()
+
 
 @contextlib.contextmanager
 def timed(name: str, logger: logging.Logger | None = None) -> Iterator[Timer]:

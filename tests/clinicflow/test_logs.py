@@ -57,3 +57,14 @@ def test_laps_add_up_the_seconds_of_each_step():
     lap("sql")
     assert lap.steps is steps and set(steps) == {"sql", "read"}
     assert steps["sql"] >= 1.0 and steps["read"] >= 0.0
+
+
+def test_laps_skip_leaves_time_out_of_every_step():
+    import time
+
+    lap = logs.Laps()
+    lap("a")
+    time.sleep(0.05)  # e.g. a generator's consumer
+    lap.skip()
+    lap("b")
+    assert lap.steps["b"] < 0.04 and lap.steps["a"] < 0.04

@@ -48,3 +48,33 @@ def test_migration_files_are_ordered_and_reversible():
     assert numbers == sorted(set(numbers)), "migration numbers must be unique and increasing"
     for name in files:
         assert (MIGRATIONS_DIR / name.replace(".sql", ".rollback.sql")).exists(), f"{name} has no rollback"
+
+
+def test_features_key_migration_rolls_back_and_applies_again(scratch_database):
+    """0033: the features key leads with the as-of date and replaces the (version, as_of) index; the rollback
+    restores both, and the migration applies again."""
+    migrations.upgrade(scratch_database)
+    engine = sa.create_engine(scratch_database, poolclass=sa.pool.NullPool)
+
+    def indexes(conn) -> dict[str, str]:
+        return dict(conn.execute(sa.text(
+            "SELECT indexname, indexdef FROM pg_indexes WHERE schemaname = 'features' "
+            "AND tablename = 'appointment_features'")).all())
+
+    def run(conn, name: str) -> None:
+        conn.connection.driver_connection.cursor().execute((MIGRATIONS_DIR / name).read_text())
+
+    try:
+        with engine.begin() as conn:
+            now = indexes(conn)
+            assert now["appointment_features_pkey"].endswith("(feature_set_version, as_of, source, appointment_id)")
+            assert set(now) == {"appointment_features_pkey", "appointment_features_training"}
+            run(conn, "0033_features_key.rollback.sql")
+            before = indexes(conn)
+            assert before["appointment_features_pkey"].endswith("(feature_set_version, source, appointment_id, as_of)")
+            assert "appointment_features_as_of" in before
+        with engine.begin() as conn:
+            run(conn, "0033_features_key.sql")
+            assert indexes(conn) == now
+    finally:
+        engine.dispose()
