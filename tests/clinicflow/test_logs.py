@@ -64,7 +64,7 @@ def test_laps_skip_leaves_time_out_of_every_step():
 
     lap = logs.Laps()
     lap("a")
-    time.sleep(0.05)  # e.g. a generator's consumer
+    time.sleep(0.3)  # e.g. a generator's consumer
     lap.skip()
     lap("b")
-    assert lap.steps["b"] < 0.04 and lap.steps["a"] < 0.04
+    assert lap.steps["b"] < 0.15 and lap.steps["a"] < 0.15
