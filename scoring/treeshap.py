@@ -893,17 +893,19 @@ def _coded(learner, inputs) -> np.ndarray:
             out[:, j] = pd.to_numeric(inputs[col], errors="coerce").to_numpy(dtype=np.float64, na_value=np.nan)
             continue
         levels = encoder.levels[col]
-        values = inputs[col].to_numpy(dtype=object)
-        missing = pd.isna(values)
-        if pd.api.types.infer_dtype(values, skipna=True) not in ("string", "empty"):
-            values = np.where(missing, None, values.astype(str))  # levels are compared as text
-        codes = pd.Categorical(values, categories=levels[:-1]).codes.astype(np.int64)
+        # each distinct value is coded once (a million rows hold a few thousand), then spread by its index
+        index, uniques = pd.factorize(inputs[col].to_numpy(dtype=object), use_na_sentinel=True)
+        uniques = np.asarray(uniques, dtype=object)
+        if pd.api.types.infer_dtype(uniques, skipna=True) not in ("string", "empty"):
+            uniques = uniques.astype(str)  # levels are compared as text
+        codes = pd.Categorical(uniques, categories=levels[:-1]).codes.astype(np.int64)
         codes = np.where(codes >= 0, codes, len(levels) - 1)     # not a known level: __other__
         if booster_levels is not None:  # LightGBM codes categories as it stored them at training
             stored = list(booster_levels[encoder.categorical.index(col)])
             if stored != list(levels):
                 codes = np.array([stored.index(v) if v in stored else -1 for v in levels], dtype=np.int64)[codes]
-        out[:, j] = np.where(missing | (codes < 0), np.nan, codes)
+        per_value = np.append(np.where(codes < 0, np.nan, codes.astype(np.float64)), np.nan)  # index -1: missing
+        out[:, j] = per_value[index]
     return out
 
 
