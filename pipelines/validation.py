@@ -21,6 +21,7 @@ Design (it has to scale to millions of rows a night on two cores):
 
 from __future__ import annotations
 
+import contextlib
 import io
 import logging
 import os
@@ -491,7 +492,10 @@ def _run_gx_table_suite(context: Any, url: str, batch_id: int, source: str,
         name=f"{source}.appointment_batch.batch_{batch_id}", data=asset.add_batch_definition_whole_table("batch"),
         suite=suite,
     ))
-    result = definition.run()
+    try:
+        result = definition.run()
+    finally:
+        _close_engines(datasource)
     _check_exceptions(result)
     volume_ok = None
     for item in result.results:
@@ -504,6 +508,19 @@ def _run_gx_table_suite(context: Any, url: str, batch_id: int, source: str,
         if rule == "volume_vs_previous_loads":
             volume_ok = bool(item.success)
     return volume_ok, volume_range
+
+
+def _close_engines(datasource: Any) -> None:
+    """Close the connections GX pooled for ``datasource``: its engines live as long as the context's
+    reference cycles, and a nightly worker (or a test session) would otherwise keep a few idle
+    connections per validated batch until PostgreSQL refuses new clients."""
+    engines = [datasource.get_engine()]
+    execution = getattr(datasource, "_execution_engine", None)
+    if execution is not None and getattr(execution, "engine", None) is not None:
+        engines.append(execution.engine)
+    for engine in engines:
+        with contextlib.suppress(Exception):
+            engine.dispose()
 
 
 def volume_range(previous: list[int], limits: Limits) -> tuple[int, int] | None:

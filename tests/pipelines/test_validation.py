@@ -117,6 +117,22 @@ def test_row_volume_is_checked_against_previous_loads(source, migrated_warehouse
         ingest.ingest(name, AS_OF)
 
 
+def _backends(engine: sa.Engine) -> int:
+    """Connections to the warehouse other than the pool's own (GX's engines open theirs)."""
+    with engine.connect() as conn:
+        return conn.execute(sa.text(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = current_database() "
+            "AND backend_type = 'client backend' AND application_name NOT LIKE 'clinicflow-%'")).scalar()
+
+
+def test_validated_batches_leave_no_connection_behind(source, migrated_warehouse):
+    name, _ = source(vitoria_rows(20))
+    before = _backends(migrated_warehouse)
+    for _ in range(3):
+        ingest.ingest(name, AS_OF)
+    assert _backends(migrated_warehouse) == before  # before the engines were disposed: 5 more after 3 batches
+
+
 def test_every_rule_has_an_expectation_and_unique_names():
     import great_expectations as gx
 
