@@ -836,14 +836,19 @@ def run_proof(server: sa.URL, prefix: str, workdir: Path, chain: tuple[str, ...]
 
         result.timings["dags-parsed"] = wait_until(f"DAGs {', '.join(chain)} parsed", dags_parsed, remaining(), stack)
         # Consumers first: Airflow queues no run for a paused DAG when its assets are announced.
-        unpaused = {dag_id: api.json("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
-                    for dag_id in reversed(chain)}
         first = chain[0]
-        # Take the slot of the scheduled run that unpausing would create, so only one run happens.
-        logical = unpaused[first].get("next_dagrun_logical_date") or datetime.now().astimezone().isoformat()
+        for dag_id in reversed(chain[1:]):
+            api.json("PATCH", f"/api/v2/dags/{dag_id}", json={"is_paused": False})
+        # Take the slot of the scheduled run that unpausing would create, so only one run happens: the run is
+        # triggered while the first DAG is still paused, then the DAG is unpaused. (Triggered after unpausing,
+        # the slot is raced: once its time has passed the scheduler creates that run at once, and when its
+        # check for an existing run comes before the trigger's insert, the scheduler dies on the duplicate.)
+        waiting = api.json("GET", f"/api/v2/dags/{first}")
+        logical = waiting.get("next_dagrun_logical_date") or datetime.now().astimezone().isoformat()
         triggered = time.perf_counter()
         conf = {"as_of": as_of.isoformat()} if as_of else {}
         run = api.json("POST", f"/api/v2/dags/{first}/dagRuns", json={"logical_date": logical, "conf": conf})
+        api.json("PATCH", f"/api/v2/dags/{first}", json={"is_paused": False})
         log(f"triggered {first} run {run['dag_run_id']} (logical date {logical}, conf {conf})")
 
         for position, dag_id in enumerate(chain):
