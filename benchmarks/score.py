@@ -7,11 +7,13 @@
    network of about 1,900 doctors holds a million), three weeks of history with outcomes for 400
    doctors, slot grids, patients — then a LightGBM champion trained and registered in the MLflow store
    next to it (``<warehouse>_bench_score_mlflow``) by the real training stage.
-2. Timed: the real scoring stage ``run_scoring`` with ``recompute_features``: point-in-time features in
-   PostgreSQL for every booked appointment (computed and materialised), probabilities from
-   ``models:/noshow@champion``, SHAP contributions and the three reasons in plain words for every
-   appointment (``--reasons-min-band``, default low = all), and the COPY + replace of
-   ``reporting.appointment_risk``. Seconds and rows/s per phase, peak memory, the machine's load.
+2. Timed: the real scoring stage ``run_scoring``: point-in-time features of every booked appointment
+   computed in the scoring process (the as-of engine, :mod:`features.asof`) and stored in
+   ``features.appointment_features`` in the background, probabilities from ``models:/noshow@champion``,
+   SHAP contributions and the three reasons in plain words for every appointment
+   (``--reasons-min-band``, default low = all), and the COPY of ``reporting.appointment_risk`` (the
+   date's rows replaced in one transaction) while the next batch is scored. Seconds and rows/s per
+   phase and step, peak memory, the machine's load.
 3. Baselines in the same run: the model alone (``pyfunc.predict`` on the same feature rows, no reasons,
    no database); on a sample of ``--reasons-sample`` rows, the model's own contributions
    (``model.contributions``: LightGBM ``pred_contrib`` / XGBoost ``pred_contribs`` / the shap package)
@@ -19,9 +21,9 @@
    difference; and ``DataFrame.to_sql`` of the same risk rows (on a sample) against the stage's COPY
    write.
 
-``--planner-workaround`` sets ``enable_mergejoin = off`` on the whole benchmark database. It is no longer
-needed: the features build sets it (and ``jit = off``) for its own statement; kept to compare with runs
-of older versions, whose features SQL otherwise ran merge joins on ``source`` alone (quadratic).
+``--planner-workaround`` sets ``enable_mergejoin = off`` on the whole benchmark database; kept to compare
+with runs of older versions, whose features SQL ran merge joins on ``source`` alone (quadratic). The
+current features do not need it.
 
 Target: ≥ 50,000 appointments/s end to end. Printed and written to
 ``<CLINICFLOW_HOME>/bench/score-<timestamp>.json``; the database is dropped unless ``--keep``.

@@ -182,7 +182,8 @@ def engine_for_url(url: URL | str) -> Engine:
         engine = _engines.get(key)
         if engine is None:
             ensure_database(parsed)
-            engine = sa.create_engine(parsed, pool_pre_ping=True, pool_size=4, max_overflow=4)
+            engine = sa.create_engine(parsed, pool_pre_ping=True, pool_size=4, max_overflow=4,
+                                      connect_args={"application_name": "clinicflow-url"})
             _engines[key] = engine
     return engine
 
@@ -338,33 +339,56 @@ class ArrowSession:
         """Append the Arrow table ``data`` to ``table`` (``schema.name``, or a temporary table's name) by
         binary COPY; columns by name, each cast to the column's type (jsonb from JSON text). Columns
         of ``table`` missing from ``data`` get their defaults. Returns the rows written."""
-        import pyarrow as pa
-        import pyarrow.compute as pc
-
-        types = self.columns(table)
-        arrays, names = [], []
-        for name in data.column_names:
-            if name not in types:
-                raise ClinicFlowError(f"{table} has no column {name!r}")
-            wanted = _ARROW_TYPES.get(types[name])
-            if wanted is None:
-                raise ClinicFlowError(f"{table}.{name}: cannot write PostgreSQL type {types[name]} from Arrow")
-            column = data.column(name)
-            if wanted == "jsonb":  # jsonb's binary format: version 1, then the JSON text
-                text = pc.cast(column, pa.string())
-                column = pc.binary_join_element_wise(pa.scalar(b"\x01"), pc.cast(text, pa.binary()), b"")
-            elif str(column.type) != wanted:
-                column = pc.cast(column, pa.type_for_alias(wanted) if "[" not in wanted else _arrow_type(wanted))
-            arrays.append(column)
-            names.append(name)
+        table_data = _for_copy(table, self.columns(table), data)
         schema, _, name = table.rpartition(".")
-        table_data = pa.Table.from_arrays(arrays, names=names)
         if schema:
             return int(self._cursor.adbc_ingest(name, table_data, mode="append", db_schema_name=schema))
         return int(self._cursor.adbc_ingest(name, table_data, mode="append", temporary=True))
 
     def close(self) -> None:
         self._cursor.close()
+
+
+def _for_copy(table: str, types: dict[str, str], data: Any, dictionaries: bool = False):
+    """``data``'s columns cast to the exact types of ``table``'s columns (``types``: name -> PostgreSQL type),
+    as binary COPY needs them; jsonb as binary with its version byte. ``dictionaries``: dictionary-encoded
+    text stays encoded (:mod:`clinicflow.pgcopy` reads it as it is; ADBC wants plain arrays)."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    arrays, names = [], []
+    for name in data.column_names:
+        if name not in types:
+            raise ClinicFlowError(f"{table} has no column {name!r}")
+        wanted = _ARROW_TYPES.get(types[name])
+        if wanted is None:
+            raise ClinicFlowError(f"{table}.{name}: cannot write PostgreSQL type {types[name]} from Arrow")
+        column = data.column(name)
+        if wanted == "jsonb":  # jsonb's binary format: version 1, then the JSON text
+            if dictionaries and pa.types.is_dictionary(column.type):  # few distinct documents: prefix each once
+                column = column.combine_chunks()
+                column = pa.DictionaryArray.from_arrays(column.indices, _jsonb(column.dictionary))
+            else:
+                column = _jsonb(column)
+        elif dictionaries and wanted == "string" and pa.types.is_dictionary(column.type):
+            if not pa.types.is_string(column.type.value_type):
+                column = pc.cast(column, pa.dictionary(column.type.index_type, pa.string()))
+        elif str(column.type) != wanted:
+            try:
+                column = pc.cast(column, pa.type_for_alias(wanted) if "[" not in wanted else _arrow_type(wanted))
+            except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                raise ClinicFlowError(f"{table}.{name} ({types[name]}): {_first_line(exc)}") from exc
+        arrays.append(column)
+        names.append(name)
+    return pa.Table.from_arrays(arrays, names=names)
+
+
+def _jsonb(column: Any):
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    text = pc.cast(column, pa.string())
+    return pc.binary_join_element_wise(pa.scalar(b"\x01"), pc.cast(text, pa.binary()), b"")
 
 
 def _arrow_type(alias: str):
@@ -399,3 +423,80 @@ def arrow_session(purpose: Purpose = "warehouse", settings: Settings | None = No
         with contextlib.suppress(Exception):
             session.close()
         conn.close()
+
+
+class CopySession:
+    """A psycopg2 connection to a ClinicFlow database, in one transaction, for bulk writes: Arrow tables
+    appended by binary COPY encoded by :mod:`clinicflow.pgcopy` (about a tenth of ADBC's client CPU
+    for a million wide rows; the server's work is the same). SQL takes ``:name`` parameters. Open it with
+    :func:`copy_session`."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    def execute(self, sql: str, params: dict[str, Any] | None = None) -> None:
+        self._conn.execute(sa.text(sql), params or {})
+
+    def scalar(self, sql: str, params: dict[str, Any] | None = None) -> Any:
+        return self._conn.execute(sa.text(sql), params or {}).scalar()
+
+    def columns(self, table: str) -> dict[str, str]:
+        """Column name -> PostgreSQL type (``format_type``) of ``schema.table`` (or a temporary table)."""
+        rows = self._conn.execute(sa.text(
+            "SELECT a.attname, format_type(a.atttypid, NULL) FROM pg_attribute a "
+            "WHERE a.attrelid = CAST(:t AS regclass) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"),
+            {"t": table}).all()
+        if not rows:
+            raise ClinicFlowError(f"table {table} has no columns (does it exist?)")
+        return {name: kind for name, kind in rows}
+
+    def ingest(self, table: str, data: Any) -> int:
+        """Append the Arrow table ``data`` to ``table`` (``schema.name``, or a temporary table's name) by
+        binary COPY; columns by name, each cast to the column's type (jsonb from JSON text). Columns
+        of ``table`` missing from ``data`` get their defaults. Returns the rows written."""
+        from clinicflow import pgcopy
+
+        if not data.num_rows:
+            return 0
+        cast = _for_copy(table, self.columns(table), data, dictionaries=True)
+        columns = ", ".join(f'"{name}"' for name in cast.column_names)
+        cursor = self._conn.connection.dbapi_connection.cursor()
+        try:
+            cursor.copy_expert(f"COPY {table} ({columns}) FROM STDIN (FORMAT binary)",
+                               _Chunks(pgcopy.encode(cast)), size=_Chunks.SIZE)
+        finally:
+            cursor.close()
+        return int(cast.num_rows)
+
+
+class _Chunks:
+    """A file-like reader over byte chunks (what psycopg2's ``copy_expert`` reads from)."""
+
+    SIZE = 1 << 22
+
+    def __init__(self, chunks: Iterator[bytes]) -> None:
+        self._chunks = chunks
+        self._view = memoryview(b"")
+
+    def read(self, size: int = -1) -> bytes:
+        while not len(self._view):
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                return b""
+            self._view = memoryview(chunk)
+        size = len(self._view) if size is None or size < 0 else size
+        out, self._view = self._view[:size], self._view[size:]
+        return out.tobytes()
+
+
+@contextlib.contextmanager
+def copy_session(purpose: Purpose = "warehouse", settings: Settings | None = None, *,
+                 url: URL | None = None) -> Iterator[CopySession]:
+    """A :class:`CopySession` on the database of ``purpose`` (or of ``url``) in a transaction that commits
+    on success and rolls back on error."""
+    engine = engine_for_url(url) if url is not None else get_engine(purpose, settings)
+    try:
+        with engine.begin() as conn:
+            yield CopySession(conn)
+    except OperationalError as exc:
+        raise ClinicFlowError(f"lost or refused connection to {mask(engine.url)}: {_first_line(exc)}") from exc

