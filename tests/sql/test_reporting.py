@@ -190,8 +190,9 @@ def test_reporting_migrations_roll_back_and_apply_again(scratch_database):
 
 
 def test_risk_indexes_migration_rolls_back_and_applies_again(scratch_database):
-    """0032: the risk table's key leads with the appointment and the as-of date has a BRIN index; the
-    rollback restores the earlier key and index, and the migration applies again."""
+    """0032: the risk table's key leads with the appointment and the as-of date has a BRIN index; 0034: the
+    start time's index is a BRIN index too. The rollbacks restore the earlier key and indexes, and the
+    migrations apply again."""
     from clinicflow import migrations
 
     migrations.upgrade(scratch_database)
@@ -207,13 +208,17 @@ def test_risk_indexes_migration_rolls_back_and_applies_again(scratch_database):
             now = indexes(conn)
             assert now["appointment_risk_pkey"].endswith("(source, appointment_id, as_of)")
             assert "USING brin (as_of)" in now["appointment_risk_as_of"]
+            assert "USING brin (start_at)" in now["appointment_risk_start"]
             assert "appointment_risk_appointment" not in now and "appointment_risk_start" in now
+            run_sql(conn, (MIGRATIONS_DIR / "0034_risk_start_brin.rollback.sql").read_text())
             run_sql(conn, (MIGRATIONS_DIR / "0032_risk_indexes.rollback.sql").read_text())
             before = indexes(conn)
             assert before["appointment_risk_pkey"].endswith("(as_of, source, appointment_id)")
             assert "appointment_risk_appointment" in before and "appointment_risk_as_of" not in before
+            assert "USING btree (start_at)" in before["appointment_risk_start"]
         with engine.begin() as conn:
             run_sql(conn, (MIGRATIONS_DIR / "0032_risk_indexes.sql").read_text())
+            run_sql(conn, (MIGRATIONS_DIR / "0034_risk_start_brin.sql").read_text())
             assert indexes(conn) == now
     finally:
         engine.dispose()
