@@ -10,7 +10,8 @@ For a run of as-of date D:
    stored in ``features.appointment_features`` in the background (what the model saw, replaced on a re-run);
 3. the probability, the risk band (``CLINICFLOW_RISK_BAND_MEDIUM`` / ``_HIGH``) and the top three
    reasons in plain words from the model's SHAP contributions (:mod:`scoring.treeshap` computes the
-   exact TreeSHAP values of tree models fast, :mod:`scoring.reasons` words them), for the appointments
+   exact TreeSHAP values of tree models fast, from tables built once at training and logged with the
+   model as ``shap_tables.npz``; :mod:`scoring.reasons` words them), for the appointments
    in ``CLINICFLOW_REASONS_MIN_BAND`` or above (every appointment by default). When every appointment
    is explained, the probabilities are the calibrated sums of the contributions (SHAP values add up
    to the model's output), checked against ``pyfunc.predict`` on a sample of every batch;
@@ -43,7 +44,7 @@ log = logging.getLogger(__name__)
 MODEL_NAME = "noshow"
 ALIAS = "champion"
 #: Rows per batch of predictions and contributions (bounds memory on large horizons).
-BATCH_ROWS = 200_000
+BATCH_ROWS = 100_000
 
 
 @dataclass
@@ -62,12 +63,25 @@ class Champion:
 
     @property
     def explainer(self):
-        """:class:`scoring.treeshap.ModelExplainer` of the model (its tables are built on first use)."""
+        """:class:`scoring.treeshap.ModelExplainer` of the model, made on first use: its SHAP tables are read
+        from the model's artifact (saved at training), or built if it has none or they do not fit it."""
         if self._explainer is None:
             from scoring.treeshap import ModelExplainer
 
-            with timed(f"SHAP tables of {self.uri} (version {self.version})", log):
-                self._explainer = ModelExplainer(self.model)
+            python_model = self.pyfunc.unwrap_python_model()
+            saved = getattr(python_model, "shap_tables_path", None)
+            if saved:
+                from training.pyfunc import file_digest
+
+                with timed(f"SHAP tables of {self.uri} (version {self.version}) from its artifact", log):
+                    try:
+                        self._explainer = ModelExplainer.load(self.model, saved, file_digest(python_model.model_path))
+                    except Exception as exc:  # a damaged artifact costs the build, not the run
+                        log.warning("cannot read the SHAP tables of %s (version %s) from %s: %s; they are built "
+                                    "instead", self.uri, self.version, saved, str(exc).splitlines()[0][:300])
+            if self._explainer is None:
+                with timed(f"SHAP tables of {self.uri} (version {self.version})", log):
+                    self._explainer = ModelExplainer(self.model)
         return self._explainer
 
 
@@ -118,7 +132,7 @@ def load_champion(settings: Settings | None = None) -> Champion:
 
 
 def _explainer(champion: Champion, settings: Settings) -> float:
-    """Build the champion's SHAP tables (in a background thread); returns the seconds it took."""
+    """Read (or build) the champion's SHAP tables, in a background thread; returns the seconds it took."""
     t0 = time.perf_counter()
     champion.explainer  # noqa: B018 (built on first use)
     return time.perf_counter() - t0
@@ -176,7 +190,7 @@ def score_batches(frame, champion: Champion, settings: Settings, names: dict[str
     words = Explainer(settings.reasons_language, names)
     explain_all = settings.reasons_min_band == "low"
     if settings.reasons_min_band != "none" and len(frame):
-        champion.explainer  # noqa: B018 (its tables are built on first use)
+        champion.explainer  # noqa: B018 (its tables are read or built on first use)
         lap("shap_tables")
     for lo in range(0, len(frame), BATCH_ROWS):
         batch = frame.iloc[lo: lo + BATCH_ROWS]
@@ -273,9 +287,9 @@ def run_scoring(as_of: date, *, settings: Settings | None = None,
                 sources: Sequence[str] | None = None) -> dict[str, Any]:
     """The nightly ``score`` task: returns a JSON-able summary (its XCom).
 
-    Three things overlap: the champion's SHAP tables are built while the features are extracted; the
-    feature rows are stored (``features.appointment_features``, what the model saw) and each scored batch
-    is written while the next batch is scored. The run fails if either write fails."""
+    Three things overlap: the champion's SHAP tables are read from its artifact (or built) while the
+    features are extracted; the feature rows are stored (``features.appointment_features``, what the
+    model saw) and each scored batch is written while the next batch is scored. The run fails if either write fails."""
     from concurrent.futures import ThreadPoolExecutor
 
     from features.build import persist_features

@@ -71,7 +71,8 @@ from __future__ import annotations
 import json
 import logging
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
+from pathlib import Path
 
 import numba
 import numpy as np
@@ -93,6 +94,8 @@ GROUP_ROWS = 2048
 TABLE_BUDGET = 64 << 20
 #: rows per parallel work item (the tables of one tree stay in cache across them)
 BLOCK_ROWS = 1024
+#: format of the tables :meth:`ModelExplainer.save` writes; a file of another format is not read (rebuilt)
+SAVED_FORMAT = 1
 #: LightGBM's kZeroThreshold (``const double kZeroThreshold = 1e-35f``: the float, widened)
 ZERO_THRESHOLD = float(np.float32(1e-35))
 #: kinds of split nodes, each decided by its own loop: value <= threshold (NaN right); not value > threshold
@@ -926,7 +929,7 @@ class ModelExplainer:
     the uncalibrated model (probability for the tree and the forest). Unknown learners fall back to
     ``model.contributions``."""
 
-    def __init__(self, model, threads: int = 0) -> None:
+    def __init__(self, model, threads: int = 0, saved: dict[int, TreeTables] | None = None) -> None:
         from training import models
 
         self.model = model
@@ -942,14 +945,71 @@ class ModelExplainer:
         position = {f: i for i, f in enumerate(self.features)}
         self.members: list[_Member] = []
         self.fallback = False
-        for member, weight in parts:
+        for i, (member, weight) in enumerate(parts):
             tables = None
             if isinstance(member, (models.LightGBMLearner, models.XGBoostLearner, models.TreeLearner)):
-                tables = self._tables(member)
+                if saved is None:
+                    tables = self._tables(member)
+                elif i in saved:
+                    tables = saved[i]
+                else:
+                    raise ValueError(f"no saved tables for member {i}")
             elif not isinstance(member, models.LogisticLearner):
                 self.fallback = True
             self.members.append(_Member(member, weight, tables,
                                         np.array([position[f] for f in member.features], dtype=np.int64)))
+
+    def save(self, path: str | Path, digest: str) -> bool:
+        """Write the tables of the tree members to ``path`` (compressed ``.npz``), for :meth:`load`. ``digest``
+        identifies the model they belong to (``training.pyfunc.file_digest`` of its artifact). Returns False
+        (nothing written) when no member has tables."""
+        arrays: dict[str, np.ndarray] = {}
+        for i, member in enumerate(self.members):
+            if member.tables is not None:
+                for f in fields(TreeTables):
+                    arrays[f"{i}.{f.name}"] = np.asarray(getattr(member.tables, f.name))
+        if not arrays:
+            return False
+        with open(path, "wb") as out:  # a file object: np.savez would append ".npz" to another name
+            np.savez_compressed(out, format=np.asarray(SAVED_FORMAT), digest=np.asarray(digest),
+                                members=np.asarray(len(self.members)), **arrays)
+        return True
+
+    @classmethod
+    def load(cls, model, path: str | Path, digest: str, threads: int = 0) -> ModelExplainer | None:
+        """The explainer of ``model`` with the tables :meth:`save` wrote to ``path``, without building them;
+        None (with the reason logged) if the file was written for another model (``digest``), by another
+        format or for other members, so that the caller builds them."""
+        with np.load(path, allow_pickle=False) as saved:
+            names = set(saved.files)
+            found = int(saved["format"]) if "format" in names else None
+            if found != SAVED_FORMAT:
+                log.info("SHAP tables in %s are of format %s, not %s: they are built again", path, found,
+                         SAVED_FORMAT)
+                return None
+            if str(saved["digest"]) != digest:
+                log.warning("SHAP tables in %s belong to another model (digest %s, the model's %s): they are "
+                            "built again", path, str(saved["digest"])[:12], digest[:12])
+                return None
+            members = int(saved["members"])
+            tables: dict[int, TreeTables] = {}
+            for i in range(members):
+                if f"{i}.tables" in names:
+                    values = {f.name: saved[f"{i}.{f.name}"] for f in fields(TreeTables)}
+                    tables[i] = TreeTables(**{k: v.item() if v.ndim == 0 else v for k, v in values.items()})
+        try:
+            explainer = cls(model, threads, saved=tables)
+        except ValueError as exc:
+            explainer, reason = None, str(exc)
+        else:
+            used = {i for i, m in enumerate(explainer.members) if m.tables is not None}
+            reason = "" if len(explainer.members) == members and used == set(tables) else (
+                f"{members} members with tables {sorted(tables)}, the model {len(explainer.members)} "
+                f"with {sorted(used)}")
+        if reason:
+            log.warning("SHAP tables in %s do not fit the model (%s): they are built again", path, reason)
+            return None
+        return explainer
 
     @staticmethod
     def _tables(learner) -> TreeTables:

@@ -186,16 +186,34 @@ def _artifacts(result: TrainResult, decision: registry.GateDecision, fair: dict,
     return card
 
 
+def _shap_tables(model, model_path: Path, path: Path) -> Path | None:
+    """The SHAP tables of the model's trees (:mod:`scoring.treeshap`), built once here and logged with the
+    model, so that each scoring run reads them instead of building them; None for a model without trees."""
+    from scoring.treeshap import ModelExplainer
+    from training.pyfunc import file_digest
+
+    with timed("SHAP tables of the model", log) as timer:
+        written = ModelExplainer(model).save(path, file_digest(model_path))
+    if not written:
+        return None
+    log.info("SHAP tables: %.1f MB in %s (%.2fs)", path.stat().st_size / 1e6, path.name, timer.seconds)
+    return path
+
+
 def _log_model(result: TrainResult, out: Path) -> Any:
     import importlib.metadata as md
 
     import joblib
     import mlflow
 
-    from training.pyfunc import ARTIFACT_KEY
+    from training.pyfunc import ARTIFACT_KEY, SHAP_TABLES_KEY
 
     path = out / "noshow_model.joblib"
     joblib.dump(result.model, path)
+    artifacts = {ARTIFACT_KEY: str(path)}
+    tables = _shap_tables(result.model, path, out / "shap_tables.npz")
+    if tables is not None:
+        artifacts[SHAP_TABLES_KEY] = str(tables)
     requirements = []
     for package in ("mlflow", "scikit-learn", "lightgbm", "xgboost", "pandas", "numpy", "scipy", "joblib", "shap"):
         try:
@@ -208,7 +226,7 @@ def _log_model(result: TrainResult, out: Path) -> Any:
     with warnings.catch_warnings():
         warnings.filterwarnings("ignore", message=".*type hints.*")
         return mlflow.pyfunc.log_model(
-            name="model", python_model=str(entry), artifacts={ARTIFACT_KEY: str(path)},
+            name="model", python_model=str(entry), artifacts=artifacts,
             registered_model_name=registry.MODEL_NAME, pip_requirements=requirements,
         )
 

@@ -65,3 +65,37 @@ def test_patient_flags_among_the_top_contributions_are_worded(trained):
     assert not (others == "flag chronic").any() and pd.notna(others[:, 0]).all()
     expected = np.asarray(champion.pyfunc.predict(frame), dtype=float)
     assert np.abs(scored["probability"].to_numpy() - expected).max() < 1e-9
+
+
+def test_champion_reads_the_shap_tables_logged_at_training(trained, caplog, tmp_path):
+    """Training logs the SHAP tables with the model; the scoring stage reads them (the same values as tables
+    built from the model), and builds them when the artifact is damaged (with a warning), not failing."""
+    import shutil
+
+    from clinicflow.settings import get_settings
+    from features import build_features
+    from scoring.stage import Champion, load_champion
+    from scoring.treeshap import ModelExplainer
+
+    settings = get_settings()
+    champion = load_champion(settings)
+    saved = champion.pyfunc.unwrap_python_model().shap_tables_path
+    assert saved and saved.endswith("shap_tables.npz")
+    with caplog.at_level(logging.INFO, logger="scoring.stage"):
+        explainer = champion.explainer
+    assert "from its artifact: done" in caplog.text
+    inputs = champion.model.inputs(build_features(AS_OF, persist=False))
+    assert np.array_equal(explainer.contributions(inputs), ModelExplainer(champion.model).contributions(inputs))
+
+    damaged = tmp_path / "shap_tables.npz"
+    shutil.copyfile(saved, damaged)
+    with open(damaged, "r+b") as f:
+        f.truncate(1000)
+    python_model = champion.pyfunc.unwrap_python_model()
+    python_model.shap_tables_path = str(damaged)
+    caplog.clear()
+    again = Champion(pyfunc=champion.pyfunc, model=champion.model, version=champion.version, uri=champion.uri)
+    with caplog.at_level(logging.INFO, logger="scoring.stage"):
+        rebuilt = again.explainer
+    assert "cannot read the SHAP tables" in caplog.text
+    assert np.array_equal(rebuilt.contributions(inputs), explainer.contributions(inputs))

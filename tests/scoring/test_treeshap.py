@@ -390,3 +390,42 @@ def test_xgboost_categorical_splits_equal_its_pred_contribs():
     for group_rows in (1, 64, None):
         fast = treeshap.from_xgboost(booster, group_rows=group_rows).contributions(rows)
         assert np.abs(fast - native).max() < 2e-6, group_rows
+
+
+def test_saved_tables_give_the_same_values_and_are_refused_for_another_model(data, tmp_path, monkeypatch):
+    """ModelExplainer.save / load (the tables logged with a model at training): the loaded explainer gives
+    the same values as the built one; a file of another model, another format or other members is not used
+    (load returns None, the caller builds); a model without trees saves nothing."""
+    from training.calibration import Calibrator
+    from training.model import NoShowModel
+    from training.models import StackingLearner
+
+    X, y, test = data
+    members = {name: make(name, {"n_estimators": 30} if name != "logreg" else None).fit(X, y)
+               for name in ("logreg", "xgboost", "lightgbm")}
+    model = NoShowModel(StackingLearner(members, np.array([0.5, 0.3, 0.8]), -0.1),
+                        Calibrator("sigmoid", 0.9, 0.05), "test", None, None)
+    built = treeshap.ModelExplainer(model)
+    path = tmp_path / "tables.npz"
+    assert built.save(path, "digest-a")
+    loaded = treeshap.ModelExplainer.load(model, path, "digest-a")
+    assert loaded is not None
+    inputs = model.inputs(test)
+    assert np.array_equal(loaded.contributions(inputs), built.contributions(inputs))
+    for saved, made in zip(loaded.members, built.members, strict=True):
+        assert (saved.tables is None) == (made.tables is None)
+        if made.tables is not None:
+            assert saved.tables.n_trees == made.tables.n_trees and saved.tables.bias == made.tables.bias
+            assert saved.tables.float32_inputs == made.tables.float32_inputs
+
+    assert treeshap.ModelExplainer.load(model, path, "digest-b") is None            # another model's file
+    other = NoShowModel(StackingLearner({k: members[k] for k in ("logreg", "lightgbm")}, np.array([0.5, 0.8]), 0.0),
+                        Calibrator("sigmoid", 0.9, 0.05), "test", None, None)
+    assert treeshap.ModelExplainer.load(other, path, "digest-a") is None            # other members
+    monkeypatch.setattr(treeshap, "SAVED_FORMAT", treeshap.SAVED_FORMAT + 1)
+    assert treeshap.ModelExplainer.load(model, path, "digest-a") is None            # another format
+    monkeypatch.undo()
+
+    linear = NoShowModel(members["logreg"], Calibrator("sigmoid", 1.0, 0.0), "test", None, None)
+    assert not treeshap.ModelExplainer(linear).save(tmp_path / "none.npz", "digest-c")
+    assert not (tmp_path / "none.npz").exists()
