@@ -58,6 +58,10 @@ rows 10.5 us (21 MB), 1024 9.1 (33 MB), 2048 8.6 (51 MB), 4096 8.6 (88 MB), 8192
 rows fewer additions are offset by tables that no longer stay in cache. Tables of float32 would differ
 from LightGBM's values by 1e-7 (the tests ask 1e-9): float64.
 
+**Saved.** The tables are built at training and logged with the model (:meth:`ModelExplainer.save`, a
+compressed ``.npz``); scoring reads them (:meth:`ModelExplainer.load`, which refuses the tables of another
+model, another format or another set of members: the caller then builds them).
+
 Models: LightGBM and XGBoost binary classifiers, scikit-learn trees and forests (numeric and
 categorical splits, missing values as the libraries route them; LightGBM reads any |x| <= float32(1e-35)
 as 0). The tests check every value against the libraries' own ``pred_contrib``, against the ``shap``
