@@ -221,6 +221,8 @@ class LogisticLearner(Learner):
         design = self._design(X, fit=True)
         self.model = LogisticRegression(C=self.params["C"], max_iter=2000)
         self.model.fit(design, y)
+        # the training rows' mean of each design column: contributions are centred on it (below)
+        self._design_mean = design.mean(axis=0)
 
     def predict(self, X):
         return self.model.predict_proba(self._design(X))[:, 1]
@@ -229,12 +231,20 @@ class LogisticLearner(Learner):
         return self.model.decision_function(self._design(X))
 
     def contributions(self, X):
+        """SHAP values of the linear margin: coefficient × (x − training mean) per design column, summed per
+        input feature; the bias is the margin at the training means, so the terms still add up to the
+        margin. Centred, a one-hot level common in training is no reason for everyone who has it (models
+        fitted before the means were stored have none: their terms are coefficient × x)."""
         design = self._design(X)
-        terms = design * self.model.coef_[0]
+        coef = self.model.coef_[0]
+        mean = getattr(self, "_design_mean", None)
+        if mean is None or mean.shape != coef.shape:
+            mean = np.zeros_like(coef)
+        terms = (design - mean) * coef
         frame = pd.DataFrame(terms, columns=range(design.shape[1]), index=X.index)
         grouped = frame.T.groupby(self._groups(), sort=False).sum().T
         out = grouped.reindex(columns=self.features, fill_value=0.0)
-        out["bias"] = float(self.model.intercept_[0])
+        out["bias"] = float(self.model.intercept_[0] + mean @ coef)
         return out
 
 

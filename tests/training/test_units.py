@@ -205,3 +205,28 @@ def test_model_inputs_equal_their_row_by_row_definition():
     wanted = ["flag_diabetes", "practitioner_id", "lead_days", "flag_absent", "ext_weather_t"]
     pd.testing.assert_frame_equal(model_inputs(frame, features=wanted),
                                   expected.reindex(columns=wanted))
+
+
+def test_logistic_contributions_are_centred_on_the_training_means():
+    """The logistic regression's SHAP values: each feature's term averages 0 over the training rows (a
+    level common in training is no reason for everyone), the terms still add up to the margin, and a model
+    fitted before the means were stored keeps its uncentred terms (same sums)."""
+    rng = np.random.default_rng(4)
+    n = 2000
+    X = pd.DataFrame({"lead_days": rng.integers(0, 30, n).astype(float),
+                      "age": np.where(rng.random(n) < 0.1, np.nan, rng.integers(0, 90, n)),
+                      "channel": rng.choice(["x:web", "x:phone", "x:desk"], n, p=[0.8, 0.15, 0.05]).astype(object)})
+    y = (rng.random(n) < 0.1 + 0.01 * X["lead_days"] + 0.1 * (X["channel"] == "x:web")).astype(int)
+    learner = make("logreg").fit(X, y)
+    contrib = learner.contributions(X)
+    means = contrib[learner.features].mean(axis=0)
+    assert np.abs(means.to_numpy()).max() < 1e-9, means
+    assert np.allclose(contrib.sum(axis=1).to_numpy(), learner.margin(X), atol=1e-9)
+    # the most common channel adds nothing on average; uncentred, it added its coefficient to every row
+    web = (X["channel"] == "x:web").to_numpy()
+    centred_web = contrib.loc[web, "channel"].to_numpy()
+    del learner._design_mean  # as a learner pickled before this change
+    old = learner.contributions(X)
+    assert np.allclose(old.sum(axis=1).to_numpy(), learner.margin(X), atol=1e-9)
+    assert np.abs(old["channel"].mean()) > 0.05
+    assert np.abs(centred_web).mean() < 0.5 * np.abs(old.loc[web, "channel"].to_numpy()).mean()
