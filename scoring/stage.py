@@ -289,7 +289,8 @@ def run_scoring(as_of: date, *, settings: Settings | None = None,
 
     Three things overlap: the champion's SHAP tables are read from its artifact (or built) while the
     features are extracted; the feature rows are stored (``features.appointment_features``, what the
-    model saw) and each scored batch is written while the next batch is scored. The run fails if either write fails."""
+    model saw) and each scored batch is written while the next batch is scored. The run fails if either
+    write fails."""
     from concurrent.futures import ThreadPoolExecutor
 
     from features.build import persist_features
