@@ -327,13 +327,8 @@ class ArrowSession:
 
     def columns(self, table: str) -> dict[str, str]:
         """Column name -> PostgreSQL type (``format_type``) of ``schema.table`` (or a temporary table)."""
-        rows = self.read(
-            "SELECT a.attname, format_type(a.atttypid, NULL) FROM pg_attribute a "
-            "WHERE a.attrelid = CAST(:t AS regclass) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum",
-            {"t": table}).to_pylist()
-        if not rows:
-            raise ClinicFlowError(f"table {table} has no columns (does it exist?)")
-        return {r["attname"]: r["format_type"] for r in rows}
+        rows = self.read(_COLUMN_TYPES_SQL, {"t": table}).to_pylist()
+        return _column_types(table, [(r["attname"], r["format_type"]) for r in rows])
 
     def ingest(self, table: str, data: Any) -> int:
         """Append the Arrow table ``data`` to ``table`` (``schema.name``, or a temporary table's name) by
@@ -347,6 +342,19 @@ class ArrowSession:
 
     def close(self) -> None:
         self._cursor.close()
+
+
+#: a table's columns and their PostgreSQL types (what binary COPY's values must match), by attribute number
+_COLUMN_TYPES_SQL = (
+    "SELECT a.attname, format_type(a.atttypid, NULL) FROM pg_attribute a "
+    "WHERE a.attrelid = CAST(:t AS regclass) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum")
+
+
+def _column_types(table: str, rows: Any) -> dict[str, str]:
+    """Column name -> type from the rows of :data:`_COLUMN_TYPES_SQL`; an error if there are none."""
+    if not rows:
+        raise ClinicFlowError(f"table {table} has no columns (does it exist?)")
+    return {str(name): str(kind) for name, kind in rows}
 
 
 def _for_copy(table: str, types: dict[str, str], data: Any, dictionaries: bool = False):
@@ -442,13 +450,7 @@ class CopySession:
 
     def columns(self, table: str) -> dict[str, str]:
         """Column name -> PostgreSQL type (``format_type``) of ``schema.table`` (or a temporary table)."""
-        rows = self._conn.execute(sa.text(
-            "SELECT a.attname, format_type(a.atttypid, NULL) FROM pg_attribute a "
-            "WHERE a.attrelid = CAST(:t AS regclass) AND a.attnum > 0 AND NOT a.attisdropped ORDER BY a.attnum"),
-            {"t": table}).all()
-        if not rows:
-            raise ClinicFlowError(f"table {table} has no columns (does it exist?)")
-        return {name: kind for name, kind in rows}
+        return _column_types(table, self._conn.execute(sa.text(_COLUMN_TYPES_SQL), {"t": table}).all())
 
     def ingest(self, table: str, data: Any) -> int:
         """Append the Arrow table ``data`` to ``table`` (``schema.name``, or a temporary table's name) by
