@@ -305,6 +305,7 @@ def _reasons(as_of: date, settings, engine, sample: int) -> dict[str, Any]:
     from features import load_features
     from scoring.reasons import Explainer
     from scoring.stage import load_champion
+    from scoring.treeshap import ModelExplainer
 
     champion = load_champion(settings)
     frame = load_features(as_of=as_of, settings=settings, engine=engine)
@@ -313,8 +314,6 @@ def _reasons(as_of: date, settings, engine, sample: int) -> dict[str, Any]:
     t0 = time.perf_counter()
     native = champion.model.contributions(inputs)
     native_s = time.perf_counter() - t0
-    from scoring.treeshap import ModelExplainer
-
     t0 = time.perf_counter()
     explainer = champion.explainer  # its tables read from the model's artifact (built at training)
     tables_s = time.perf_counter() - t0

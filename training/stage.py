@@ -188,15 +188,21 @@ def _artifacts(result: TrainResult, decision: registry.GateDecision, fair: dict,
 
 def _shap_tables(model, model_path: Path, path: Path) -> Path | None:
     """The SHAP tables of the model's trees (:mod:`scoring.treeshap`), built once here and logged with the
-    model, so that each scoring run reads them instead of building them; None for a model without trees."""
+    model, so that each scoring run reads them instead of building them; None for a model without trees,
+    or if they cannot be built (the model is registered without them: scoring then builds them itself)."""
     from scoring.treeshap import ModelExplainer
     from training.pyfunc import file_digest
 
-    with timed("SHAP tables of the model", log) as timer:
-        written = ModelExplainer(model).save(path, file_digest(model_path))
+    try:
+        with timed("SHAP tables of the model", log):
+            written = ModelExplainer(model).save(path, file_digest(model_path))
+    except Exception as exc:  # an optimisation of scoring: never the reason a model is not registered
+        log.warning("SHAP tables of the model not saved with it (scoring will build them): %s",
+                    str(exc).splitlines()[0][:300])
+        return None
     if not written:
         return None
-    log.info("SHAP tables: %.1f MB in %s (%.2fs)", path.stat().st_size / 1e6, path.name, timer.seconds)
+    log.info("SHAP tables: %.1f MB in %s", path.stat().st_size / 1e6, path.name)
     return path
 
 

@@ -230,3 +230,38 @@ def test_logistic_contributions_are_centred_on_the_training_means():
     assert np.allclose(old.sum(axis=1).to_numpy(), learner.margin(X), atol=1e-9)
     assert np.abs(old["channel"].mean()) > 0.05
     assert np.abs(centred_web).mean() < 0.5 * np.abs(old.loc[web, "channel"].to_numpy()).mean()
+
+
+def test_shap_tables_saved_at_training_or_skipped_with_a_warning(tmp_path, caplog):
+    """training.stage._shap_tables: a tree model's tables are written for its artifact (and load back for
+    the same model file); a model whose tables cannot be built is registered without them (None and a
+    warning), since scoring builds them itself."""
+    import logging
+
+    import joblib
+
+    from scoring.treeshap import ModelExplainer
+    from training.calibration import Calibrator
+    from training.model import NoShowModel
+    from training.pyfunc import file_digest
+    from training.stage import _shap_tables
+
+    rng = np.random.default_rng(5)
+    X = pd.DataFrame({"lead_days": rng.integers(0, 30, 500).astype(float),
+                      "channel": rng.choice(["x:web", "x:phone"], 500).astype(object)})
+    y = (rng.random(500) < 0.1 + 0.01 * X["lead_days"]).astype(int)
+    model = NoShowModel(make("lightgbm", {"n_estimators": 20}).fit(X, y), Calibrator("sigmoid", 1.0, 0.0),
+                        "test", None, None)
+    model_path = tmp_path / "model.joblib"
+    joblib.dump(model, model_path)
+    written = _shap_tables(model, model_path, tmp_path / "shap_tables.npz")
+    assert written == tmp_path / "shap_tables.npz" and written.exists()
+    assert ModelExplainer.load(model, written, file_digest(model_path)) is not None
+
+    class Broken:
+        features = property(lambda self: (_ for _ in ()).throw(RuntimeError("no features")))
+
+    with caplog.at_level(logging.WARNING, logger="training.stage"):
+        assert _shap_tables(Broken(), model_path, tmp_path / "broken.npz") is None
+    assert "not saved with it" in caplog.text and "no features" in caplog.text
+    assert not (tmp_path / "broken.npz").exists()
